@@ -1,0 +1,5 @@
+import sys
+
+from mixinr.cli import main
+
+sys.exit(main())

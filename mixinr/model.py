@@ -1,0 +1,173 @@
+"""The mixture SIREN.
+
+A group of N images shares K weight sets theta_1..theta_K. Image i is decoded by the SIREN whose
+every weight and bias is theta_i = sum_k C[i, k] theta_k:
+
+    h_1 = sin(omega_first * (x W_1^T + b_1))        x = (row, col) in [-1, 1]^2
+    h_l = sin(omega * (h_{l-1} W_l^T + b_l))         l = 2..L
+    rgb = h_L W_out^T + b_out                         (linear last layer, output in [-1, 1])
+
+Training evaluates all N images at once: weights are mixed with one einsum per layer and each layer
+is one batched matmul over the image axis. The first layer's pre-activation is linear in theta and
+its input is the same for every image, so it is computed once per weight set (K times, not N) and
+mixed afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+COEFF_SCHEMES = ("linear", "learned")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Network shape: `depth` sine layers of `width` units, then a linear RGB layer."""
+
+    depth: int
+    width: int
+    sets: int = 2
+    omega: float = 30.0
+    omega_first: float = 30.0
+
+    def __post_init__(self):
+        if self.depth < 1 or self.width < 1 or self.sets < 1:
+            raise ValueError(f"depth, width and sets must be >= 1, got {self}")
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """(out, in) of every layer's weight matrix, first to last."""
+        w = self.width
+        return [(w, 2)] + [(w, w)] * (self.depth - 1) + [(3, w)]
+
+    def params_per_set(self) -> int:
+        """P = 3W + (L-1)(W^2 + W) + 3W + 3, weights and biases of one set."""
+        return sum(o * i + o for o, i in self.shapes())
+
+
+def linear_coefficients(n: int, k: int) -> Tensor:
+    """N x K coefficients spreading images evenly along the chain of sets 0 -> 1 -> ... -> K-1.
+
+    For K = 2 this is the seed's alpha_i = 1 - i/(N-1), beta_i = i/(N-1). N = 1 (or K = 1) uses set 0.
+    """
+    c = torch.zeros(n, k)
+    if n == 1 or k == 1:
+        c[:, 0] = 1.0
+        return c
+    t = torch.arange(n, dtype=torch.float64) * (k - 1) / (n - 1)
+    lo = t.floor().clamp(max=k - 2).long()
+    frac = (t - lo).float()
+    rows = torch.arange(n)
+    c[rows, lo] = 1.0 - frac
+    c[rows, lo + 1] = frac
+    return c
+
+
+def grid(height: int, width: int, device=None) -> Tensor:
+    """(H*W, 2) (row, col) coordinates, each axis linspace(-1, 1), row-major like the image."""
+    r = torch.linspace(-1.0, 1.0, height, device=device)
+    c = torch.linspace(-1.0, 1.0, width, device=device)
+    return torch.stack(torch.meshgrid(r, c, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+class MixtureSiren(nn.Module):
+    """K weight sets (the trained parameters) and an N x K coefficient matrix."""
+
+    def __init__(self, arch: Arch, n_images: int, coeffs: str = "linear", generator=None):
+        super().__init__()
+        if coeffs not in COEFF_SCHEMES:
+            raise ValueError(f"coefficient scheme must be one of {COEFF_SCHEMES}, got {coeffs!r}")
+        if n_images < 1:
+            raise ValueError("a group needs at least one image")
+        self.arch, self.n_images, self.scheme = arch, n_images, coeffs
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        shapes = arch.shapes()
+        for layer, (fan_out, fan_in) in enumerate(shapes):
+            if layer == 0:
+                w_bound = 1.0 / fan_in
+            elif layer < len(shapes) - 1:
+                w_bound = math.sqrt(6.0 / fan_in) / arch.omega
+            else:
+                w_bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default (kaiming_uniform, a=sqrt(5))
+            b_bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default bias
+            self.weights.append(nn.Parameter(_uniform((arch.sets, fan_out, fan_in), w_bound, generator)))
+            self.biases.append(nn.Parameter(_uniform((arch.sets, fan_out), b_bound, generator)))
+        c = linear_coefficients(n_images, arch.sets)
+        if coeffs == "learned":
+            self.coeffs = nn.Parameter(c)
+        else:
+            self.register_buffer("coeffs", c)
+
+    def image_layers(self, index: int) -> list[tuple[Tensor, Tensor]]:
+        """Image `index`'s own SIREN: [(W, b)] with theta_i = sum_k C[i, k] theta_k."""
+        c = self.coeffs[index]
+        return [
+            (torch.einsum("k,koi->oi", c, w), c @ b) for w, b in zip(self.weights, self.biases)
+        ]
+
+    def forward(self, coords: Tensor) -> Tensor:
+        """RGB in [-1, 1] of every image: coords (P, 2) shared by all, or (N, P, 2) per image -> (N, P, 3)."""
+        a, c = self.arch, self.coeffs
+        w0, b0 = self.weights[0], self.biases[0]
+        if coords.dim() == 2:
+            # Shared input: K pre-activations, then mix them (linear in theta, so exact).
+            om = a.omega_first
+            zk = torch.baddbmm(
+                b0.unsqueeze(1), coords.expand(a.sets, -1, -1), w0.transpose(1, 2), beta=om, alpha=om
+            )
+            h = torch.sin((c @ zk.flatten(1)).view(self.n_images, coords.shape[0], a.width))
+        else:
+            h = _sine_layer(coords, c, w0, b0, a.omega_first)
+        for w, b in zip(self.weights[1:-1], self.biases[1:-1]):
+            h = _sine_layer(h, c, w, b, a.omega)
+        w, b = _mix(c, self.weights[-1], self.biases[-1])
+        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+
+def _mix(c: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.einsum("nk,koi->noi", c, w), c @ b
+
+
+def _sine_layer(h: Tensor, c: Tensor, w: Tensor, b: Tensor, omega: float) -> Tensor:
+    wn, bn = _mix(c, w, b)
+    # baddbmm's beta/alpha apply omega inside the fused kernel: sin(omega*b + omega*h W^T).
+    return torch.sin(torch.baddbmm(bn.unsqueeze(1), h, wn.transpose(1, 2), beta=omega, alpha=omega))
+
+
+def _uniform(shape, bound: float, generator) -> Tensor:
+    return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * bound
+
+
+def render(layers, arch: Arch, height: int, width: int, chunk: int = 1 << 16) -> Tensor:
+    """Decode one image's SIREN `layers` [(W, b)] on an H x W grid, `chunk` pixels at a time.
+
+    Returns float RGB (H, W, 3) in the network's [-1, 1] scale. Memory stays O(chunk * width)
+    whatever the output size.
+    """
+    device = layers[0][0].device
+    out = torch.empty(height * width, 3, device=device)
+    coords = grid(height, width, device=device)
+    with torch.no_grad():
+        for start in range(0, coords.shape[0], chunk):
+            h = coords[start : start + chunk]
+            for layer, (w, b) in enumerate(layers[:-1]):
+                omega = arch.omega_first if layer == 0 else arch.omega
+                h = torch.sin(torch.addmm(b, h, w.T, beta=omega, alpha=omega))
+            w, b = layers[-1]
+            out[start : start + chunk] = torch.addmm(b, h, w.T)
+    return out.view(height, width, 3)
+
+
+def to_uint8(rgb: Tensor) -> Tensor:
+    """[-1, 1] float -> 8-bit, rounded (the seed truncated; rounding is the correct quantiser)."""
+    return ((rgb.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(img) -> Tensor:
+    """8-bit (H, W, 3) array or tensor -> float [-1, 1]."""
+    return torch.from_numpy(np.array(img, dtype=np.float32)) / 127.5 - 1.0

@@ -1,0 +1,55 @@
+"""Image I/O: conversions, and the one-line errors for bad inputs."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mixinr.errors import MixinrError
+from mixinr.images import atomic_write, expand_inputs, read_image, write_png
+from mixinr.metrics import bpp, psnr
+
+
+def test_grayscale_and_rgba_become_rgb(tmp_path):
+    Image.fromarray(np.full((4, 5), 7, np.uint8), "L").save(tmp_path / "g.png")
+    Image.fromarray(np.full((4, 5, 4), 9, np.uint8), "RGBA").save(tmp_path / "a.png")
+    assert read_image(tmp_path / "g.png").shape == (4, 5, 3)
+    with pytest.warns(UserWarning, match="alpha"):
+        assert read_image(tmp_path / "a.png").shape == (4, 5, 3)
+
+
+def test_missing_and_unreadable_files_name_the_file(tmp_path):
+    with pytest.raises(MixinrError, match="nope.png: no such file"):
+        read_image(tmp_path / "nope.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(MixinrError, match="junk.png: not a readable image"):
+        read_image(tmp_path / "junk.png")
+    with pytest.raises(MixinrError, match="no input"):
+        expand_inputs([])
+    with pytest.raises(MixinrError, match="empty: folder holds no images"):
+        (tmp_path / "empty").mkdir()
+        expand_inputs([tmp_path / "empty"])
+
+
+def test_folder_inputs_sorted_by_name(tmp_path):
+    for name in ["b.png", "a.png", "c.txt"]:
+        Image.new("RGB", (2, 2)).save(tmp_path / name) if name.endswith("png") else (tmp_path / name).write_text("x")
+    assert [p.name for p in expand_inputs([tmp_path])] == ["a.png", "b.png"]
+
+
+def test_png_round_trip_and_no_overwrite(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    write_png(tmp_path / "x.png", img)
+    assert np.array_equal(read_image(tmp_path / "x.png"), img)
+    with pytest.raises(MixinrError, match="already exists"):
+        atomic_write(tmp_path / "x.png", b"zz", force=False)
+    assert np.array_equal(read_image(tmp_path / "x.png"), img)  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary left behind
+
+
+def test_psnr_rounds_and_bpp_counts_all_channels():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 1
+    assert psnr(a, b) == pytest.approx(10 * np.log10(255**2 / (1 / 48)))
+    assert psnr(a, a) == float("inf")
+    assert bpp(100, 800) == 1.0

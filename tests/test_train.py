@@ -1,0 +1,81 @@
+"""Fitting: reaches a PSNR, reproducible, best weights kept, any-resolution decode, mixed sizes."""
+
+import numpy as np
+import pytest
+import torch
+
+from mixinr.metrics import psnr
+from mixinr.model import Arch, render, to_uint8
+from mixinr.train import FitConfig, fit
+
+from conftest import smooth_image
+
+QUICK = FitConfig(epochs=300, t0=300, lr=1e-3, progress=False)
+
+
+def _psnrs(result, images):
+    m = result.model
+    return [psnr(to_uint8(render(m.image_layers(i), m.arch, *im.shape[:2])).numpy(), im)
+            for i, im in enumerate(images)]
+
+
+def test_fit_two_images_reaches_psnr(images):
+    """Two 16x16 smooth images with a 3x24 network, 300 epochs: both above 25 dB."""
+    result = fit(images[:2], Arch(3, 24), QUICK)
+    assert min(_psnrs(result, images[:2])) > 25.0
+    assert len(result.losses) == 300
+    assert result.best_loss == min(result.losses)
+
+
+def test_fit_is_reproducible(images):
+    """Same seed -> identical weights and loss history on the CPU; another seed differs."""
+    cfg = FitConfig(epochs=20, t0=10, progress=False, seed=3)
+    a, b = fit(images, Arch(2, 8), cfg), fit(images, Arch(2, 8), cfg)
+    assert a.losses == b.losses
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+    c = fit(images, Arch(2, 8), FitConfig(epochs=20, t0=10, progress=False, seed=4))
+    assert c.losses != a.losses
+
+
+def test_best_weights_are_the_lowest_loss_ones(images):
+    """The returned weights reproduce the best recorded loss (the loss before that epoch's step)."""
+    result = fit(images[:2], Arch(2, 8), FitConfig(epochs=40, t0=5, lr=5e-3, progress=False))
+    m = result.model
+    with torch.no_grad():
+        out = torch.stack([render(m.image_layers(i), m.arch, 16, 16).reshape(-1, 3) for i in range(2)])
+    target = torch.stack([torch.from_numpy(im.reshape(-1, 3).astype(np.float32)) / 127.5 - 1 for im in images[:2]])
+    assert ((out - target) ** 2).mean().item() == pytest.approx(result.best_loss, rel=1e-4)
+
+
+def test_chunked_full_batch_equals_single_chunk(images):
+    """Pixel chunks accumulate into the same full-batch gradient: same losses as one chunk."""
+    one = fit(images, Arch(2, 8), FitConfig(epochs=5, progress=False))
+    many = fit(images, Arch(2, 8), FitConfig(epochs=5, progress=False, chunk_elems=4 * 8 * 256))
+    assert np.allclose(one.losses, many.losses, rtol=1e-5)
+
+
+def test_pixel_sampling_and_learned_coeffs_train(images):
+    """Random pixel subsets per step and learned coefficients both lower the loss."""
+    result = fit(images, Arch(3, 16, sets=3), FitConfig(epochs=150, t0=150, lr=1e-3, coeffs="learned",
+                                                        pixels_per_step=64, progress=False))
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    assert result.model.coeffs.requires_grad
+
+
+def test_mixed_sizes_each_on_its_own_grid():
+    """Images of different sizes fit together; padding never counts (each decodes at its own size)."""
+    ims = [smooth_image(12, 16, 0), smooth_image(16, 10, 1)]
+    result = fit(ims, Arch(3, 24), QUICK)
+    assert min(_psnrs(result, ims)) > 24.0
+
+
+def test_decode_at_twice_resolution_agrees_on_shared_coordinates(images):
+    """A 2x decode has the right shape; grid points shared with the training grid agree."""
+    result = fit(images[:2], Arch(3, 16), FitConfig(epochs=30, progress=False))
+    m = result.model
+    small = render(m.image_layers(1), m.arch, 16, 16)
+    big = render(m.image_layers(1), m.arch, 31, 31)  # linspace(-1,1,31)[::2] == linspace(-1,1,16)
+    assert big.shape == (31, 31, 3)
+    assert torch.allclose(big[::2, ::2], small, atol=1e-5)
+    assert render(m.image_layers(1), m.arch, 32, 32).shape == (32, 32, 3)
