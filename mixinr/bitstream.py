@@ -1,0 +1,373 @@
+"""The .mixinr file format: bytes in, validated fields out (and back). Nothing about networks here.
+
+Layout (all integers little-endian; docs/format.md has it byte by byte):
+
+    magic "MXNR" | version u8 | header | coefficients (learned only) | weights | CRC-32 u32
+
+The header is self-delimiting (varints and fixed-size fields), the coefficient section's size
+follows from the header, the weights run up to the checksum. Every size read from a file is
+checked against caps and against the bytes actually present before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixinr.errors import MixinrError
+
+MAGIC = b"MXNR"
+VERSION = 1
+
+# Caps: a header asking for more is rejected before any allocation.
+MAX_DEPTH = 64
+MAX_WIDTH = 4096
+MAX_SETS = 256
+MAX_IMAGES = 1 << 20
+MAX_SIDE = 65535
+MAX_PARAMS = 1 << 26  # K x params per set: 256 MiB of float32
+MAX_NAME_BYTES = 255
+MIN_BITS, MAX_BITS = 2, 16
+MAX_OMEGA = 1e4
+MAX_COEFF = 1e4
+
+FLAG_LEARNED = 1
+FLAG_QUANTISED = 2
+FLAG_OMEGA = 4  # omegas stored (else both are 30)
+FLAG_MIXED_SIZES = 8
+KNOWN_FLAGS = FLAG_LEARNED | FLAG_QUANTISED | FLAG_OMEGA | FLAG_MIXED_SIZES
+
+FAMILIES = ("laplace", "gaussian")
+DEFAULT_OMEGA = 30.0
+FIXED_BYTES = len(MAGIC) + 1 + 4  # magic, version, checksum
+
+
+@dataclass
+class TensorCode:
+    """How one quantised tensor was coded: symbols q, value q * step, q ~ family(0, scale)."""
+
+    family: int  # index into FAMILIES
+    step: float  # float16-exact
+    scale: float  # float16-exact, in units of step (symbol units)
+
+
+@dataclass
+class Header:
+    depth: int
+    width: int
+    sets: int
+    omega_first: float
+    omega: float
+    coeffs: str  # "linear" | "learned"
+    precision: str  # "fp16" | "q<bits>"
+    sizes: list[tuple[int, int]]  # (height, width) per image
+    names: list[str]
+    codes: list[TensorCode] = field(default_factory=list)  # quantised only, one per tensor
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+    @property
+    def bits(self) -> int | None:
+        return int(self.precision[1:]) if self.precision.startswith("q") else None
+
+    def tensor_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes in file order: layer 0 weights (K, out, in), layer 0 biases (K, out), layer 1 ..."""
+        w, k = self.width, self.sets
+        layers = [(w, 2)] + [(w, w)] * (self.depth - 1) + [(3, w)]
+        shapes: list[tuple[int, ...]] = []
+        for o, i in layers:
+            shapes += [(k, o, i), (k, o)]
+        return shapes
+
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.tensor_shapes())
+
+
+@dataclass
+class Parsed:
+    header: Header
+    coeffs: np.ndarray | None  # (N, K) float32 for learned coefficients
+    weights: bytes  # fp16 values or the entropy-coded stream
+    sections: dict[str, int]  # bytes per section, for `mixinr info`
+
+
+def params_for(depth: int, width: int, sets: int) -> int:
+    """K x params per set, computed without building a list (safe on unchecked values)."""
+    per_set = 3 * width + (depth - 1) * (width * width + width) + 3 * width + 3
+    return sets * per_set
+
+
+def check_name(name: str) -> str | None:
+    """Why `name` cannot be stored (it becomes a file name on decode), or None if it can."""
+    if not isinstance(name, str) or not name:
+        return "image name is empty"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"image name longer than {MAX_NAME_BYTES} bytes"
+    if name in (".", "..") or any(c in name for c in "/\\") or any(ord(c) < 32 for c in name):
+        return f"image name {name!r} is not a plain file name"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"image name {name!r} is not valid UTF-8"
+    return None
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varint of a negative number")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _f16(value: float) -> bytes:
+    return np.array([value], dtype="<f2").tobytes()
+
+
+def encode_header(h: Header) -> bytes:
+    """The header bytes (without magic and version). Raises ValueError on values the format cannot hold."""
+    problem = _header_problem(h)
+    if problem:
+        raise ValueError(problem)
+    flags = 0
+    if h.coeffs == "learned":
+        flags |= FLAG_LEARNED
+    if h.precision != "fp16":
+        flags |= FLAG_QUANTISED
+    custom_omega = (h.omega_first, h.omega) != (DEFAULT_OMEGA, DEFAULT_OMEGA)
+    if custom_omega:
+        flags |= FLAG_OMEGA
+    mixed = len(set(h.sizes)) > 1
+    if mixed:
+        flags |= FLAG_MIXED_SIZES
+    out = bytearray([flags])
+    out += _varint(h.depth) + _varint(h.width) + _varint(h.sets) + _varint(h.n)
+    if custom_omega:
+        out += struct.pack("<ff", h.omega_first, h.omega)
+    if h.bits is not None:
+        out.append(h.bits)
+    for hh, ww in h.sizes if mixed else h.sizes[:1]:
+        out += _varint(hh) + _varint(ww)
+    # Names as edits of the previous name: bytes shared at the start, bytes shared at the end
+    # (".png"), and the new middle: "0001.png" after "0000.png" costs 4 bytes.
+    prev = b""
+    for name in h.names:
+        cur = name.encode("utf-8")
+        pre = 0
+        while pre < min(len(prev), len(cur)) and prev[pre] == cur[pre]:
+            pre += 1
+        suf = 0
+        while suf < min(len(prev), len(cur)) - pre and prev[-1 - suf] == cur[-1 - suf]:
+            suf += 1
+        middle = cur[pre : len(cur) - suf]
+        out += _varint(pre) + _varint(suf) + _varint(len(middle)) + middle
+        prev = cur
+    for c in h.codes:
+        out.append(c.family)
+        out += _f16(c.step) + _f16(c.scale)
+    return bytes(out)
+
+
+def coeff_bytes(coeffs: np.ndarray) -> bytes:
+    return np.asarray(coeffs, dtype="<f2").tobytes()
+
+
+def write(h: Header, coeffs: np.ndarray | None, weights: bytes) -> bytes:
+    """The complete archive. `coeffs` (N, K) is stored (as float16) only for learned coefficients."""
+    body = bytearray(MAGIC) + bytes([VERSION]) + encode_header(h)
+    if h.coeffs == "learned":
+        if coeffs is None or np.shape(coeffs) != (h.n, h.sets):
+            raise ValueError("learned coefficients need an (N, K) matrix")
+        body += coeff_bytes(coeffs)
+    body += weights
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+def _header_problem(h: Header) -> str | None:
+    if not (1 <= h.depth <= MAX_DEPTH and 1 <= h.width <= MAX_WIDTH and 1 <= h.sets <= MAX_SETS):
+        return f"architecture {h.depth}x{h.width}, K={h.sets} out of range"
+    if not 1 <= h.n <= MAX_IMAGES or len(h.sizes) != h.n:
+        return "image count out of range"
+    if params_for(h.depth, h.width, h.sets) > MAX_PARAMS:
+        return "network too large"
+    for o in (h.omega_first, h.omega):
+        if not (math.isfinite(o) and 0 < o <= MAX_OMEGA):
+            return f"omega {o} out of range"
+    if h.coeffs not in ("linear", "learned"):
+        return f"unknown coefficient scheme {h.coeffs!r}"
+    bits = h.bits
+    if h.precision != "fp16" and (bits is None or not MIN_BITS <= bits <= MAX_BITS):
+        return f"unknown precision {h.precision!r}"
+    if bits is not None and len(h.codes) != 2 * (h.depth + 1):
+        return "one tensor code per tensor needed"
+    for hh, ww in h.sizes:
+        if not (1 <= hh <= MAX_SIDE and 1 <= ww <= MAX_SIDE):
+            return f"image size {hh}x{ww} out of range"
+    for name in h.names:
+        problem = check_name(name)
+        if problem:
+            return problem
+    for c in h.codes:
+        if c.family not in range(len(FAMILIES)) or not (c.step > 0 and math.isfinite(c.step)):
+            return "bad tensor code"
+        if not (c.scale > 0 and math.isfinite(c.scale)):
+            return "bad tensor scale"
+    return None
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int, end: int, source: str):
+        self.data, self.pos, self.end, self.source = data, pos, end, source
+
+    def fail(self, problem: str):
+        raise MixinrError(f"{self.source}: {problem}")
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            self.fail("truncated or corrupt header")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def varint(self, cap: int, what: str) -> int:
+        value = shift = 0
+        for _ in range(5):  # 35 bits: more than any cap
+            byte = self.u8()
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                if value > cap:
+                    self.fail(f"{what} {value} out of range (max {cap})")
+                return value
+        self.fail(f"{what}: malformed number")
+
+    def f16(self) -> float:
+        return float(np.frombuffer(self.take(2), dtype="<f2")[0])
+
+
+def read(data: bytes, source: str = "archive") -> Parsed:
+    """Parse and validate an archive; every problem is a MixinrError naming `source`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MixinrError(f"{source}: not bytes")
+    data = bytes(data)
+    if not data:
+        raise MixinrError(f"{source}: empty file, not a mixinr archive")
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        if MAGIC.startswith(data[: len(MAGIC)]) and len(data) < len(MAGIC):
+            raise MixinrError(f"{source}: truncated file ({len(data)} bytes)")
+        raise MixinrError(f"{source}: not a mixinr archive (wrong magic bytes)")
+    if len(data) < FIXED_BYTES:
+        raise MixinrError(f"{source}: truncated file ({len(data)} bytes)")
+    version = data[len(MAGIC)]
+    if version != VERSION:
+        raise MixinrError(f"{source}: unknown format version {version} (this mixinr reads {VERSION})")
+    end = len(data) - 4
+    (stored_crc,) = struct.unpack("<I", data[end:])
+    if zlib.crc32(data[:end]) != stored_crc:
+        raise MixinrError(f"{source}: checksum mismatch (file truncated or corrupt)")
+    r = _Reader(data, len(MAGIC) + 1, end, source)
+
+    flags = r.u8()
+    if flags & ~KNOWN_FLAGS:
+        r.fail(f"unknown header flags {flags:#x}")
+    depth = r.varint(MAX_DEPTH, "depth")
+    width = r.varint(MAX_WIDTH, "width")
+    sets = r.varint(MAX_SETS, "number of weight sets K")
+    n = r.varint(MAX_IMAGES, "number of images N")
+    if min(depth, width, sets, n) < 1:
+        r.fail("depth, width, K and N must be at least 1")
+    if params_for(depth, width, sets) > MAX_PARAMS:
+        r.fail(f"network {depth}x{width}, K={sets} too large")
+    # Each image needs at least 3 bytes of names: reject counts the file cannot hold before allocating.
+    if 3 * n > end - r.pos:
+        r.fail(f"header claims {n} images but the file is too short")
+    omega_first = omega = DEFAULT_OMEGA
+    if flags & FLAG_OMEGA:
+        omega_first, omega = struct.unpack("<ff", r.take(8))
+        for o in (omega_first, omega):
+            if not (math.isfinite(o) and 0 < o <= MAX_OMEGA):
+                r.fail(f"omega {o} out of range")
+    precision = "fp16"
+    if flags & FLAG_QUANTISED:
+        bits = r.u8()
+        if not MIN_BITS <= bits <= MAX_BITS:
+            r.fail(f"bit depth {bits} out of range ({MIN_BITS}-{MAX_BITS})")
+        precision = f"q{bits}"
+    n_sizes = n if flags & FLAG_MIXED_SIZES else 1
+    sizes = []
+    for _ in range(n_sizes):
+        hh, ww = r.varint(MAX_SIDE, "image height"), r.varint(MAX_SIDE, "image width")
+        if hh < 1 or ww < 1:
+            r.fail("image size must be at least 1x1")
+        sizes.append((hh, ww))
+    if n_sizes == 1:
+        sizes = sizes * n
+    names, prev = [], b""
+    for _ in range(n):
+        pre = r.varint(MAX_NAME_BYTES, "name prefix")
+        suf = r.varint(MAX_NAME_BYTES, "name suffix")
+        rest = r.varint(MAX_NAME_BYTES, "name length")
+        if pre + suf > len(prev) or pre + suf + rest > MAX_NAME_BYTES:
+            r.fail("corrupt image name")
+        cur = prev[:pre] + r.take(rest) + prev[len(prev) - suf :]
+        try:
+            name = cur.decode("utf-8")
+        except UnicodeDecodeError:
+            r.fail("image name is not UTF-8")
+        problem = check_name(name)
+        if problem:
+            r.fail(problem)
+        names.append(name)
+        prev = cur
+    codes = []
+    if flags & FLAG_QUANTISED:
+        for _ in range(2 * (depth + 1)):
+            family = r.u8()
+            step, scale = r.f16(), r.f16()
+            if family >= len(FAMILIES):
+                r.fail(f"unknown entropy model {family}")
+            if not (step > 0 and math.isfinite(step) and scale > 0 and math.isfinite(scale)):
+                r.fail("quantisation step or scale out of range")
+            codes.append(TensorCode(family, step, scale))
+    header = Header(depth, width, sets, omega_first, omega, "learned" if flags & FLAG_LEARNED else "linear",
+                    precision, sizes, names, codes)
+    sections = {"magic+version": len(MAGIC) + 1, "header": r.pos - len(MAGIC) - 1}
+
+    coeffs = None
+    if flags & FLAG_LEARNED:
+        raw = r.take(2 * n * sets)
+        coeffs = np.frombuffer(raw, dtype="<f2").astype(np.float32).reshape(n, sets)
+        if not np.all(np.isfinite(coeffs)) or np.abs(coeffs).max() > MAX_COEFF:
+            r.fail("coefficient matrix holds values out of range")
+        sections["coefficients"] = len(raw)
+    weights = data[r.pos : end]
+    params = params_for(depth, width, sets)
+    if precision == "fp16":
+        if len(weights) != 2 * params:
+            r.fail(f"weights section is {len(weights)} bytes, expected {2 * params} (truncated or corrupt)")
+    elif len(weights) > 4 * params + 16:
+        r.fail("weights section larger than the network can need")
+    sections["weights"] = len(weights)
+    sections["checksum"] = 4
+    return Parsed(header, coeffs, weights, sections)

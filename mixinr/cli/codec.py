@@ -1,0 +1,259 @@
+"""`mixinr encode`, `mixinr decode`, `mixinr info`: the codec on the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from mixinr.cli import add_json_flag, emit
+from mixinr.errors import MixinrError
+
+MANIFEST_FORMAT = "mixinr-manifest"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("encode", help="compress images into one .mixinr archive",
+                       description="Fit one mixture SIREN to all INPUT images and write it as an archive.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (their images, sorted by name)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.mixinr")
+    p.add_argument("--bpp", type=float, help="bits per pixel the archive must not exceed (rate control)")
+    p.add_argument("--depth", type=int, help="sine layers (default 5 with --bpp)")
+    p.add_argument("--width", type=int, help="units per layer (with --bpp: fixed, else chosen by rate control)")
+    p.add_argument("--sets", type=int, default=2, metavar="K", help="weight sets mixed per image (default 2)")
+    p.add_argument("--coeffs", choices=("linear", "learned"), default="linear", help="mixing coefficients")
+    p.add_argument("--precision", default="auto", metavar="P",
+                   help="auto (default), fp16, or q2..q16 (quantised, entropy coded)")
+    p.add_argument("--epochs", type=int, help="fitting epochs (default: documented schedule)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    add_json_flag(p)
+    p.set_defaults(run=run_encode)
+
+    p = sub.add_parser("decode", help="decode images from an archive (or a collection manifest) to PNG")
+    p.add_argument("archive", metavar="ARCHIVE", help=".mixinr archive, or a collection's manifest.json")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    p.add_argument("--index", type=int, nargs="+", action="extend", metavar="I", help="only these images (0-based)")
+    p.add_argument("--name", nargs="+", action="extend", metavar="NAME", help="only the images with these names")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", metavar="HxW", help="decode at this height x width (any resolution)")
+    size.add_argument("--scale", type=float, metavar="S", help="decode at S times the original size")
+    p.add_argument("--force", action="store_true", help="overwrite existing PNG files")
+    add_json_flag(p)
+    p.set_defaults(run=run_decode)
+
+    p = sub.add_parser("info", help="describe an archive: version, network, images, bytes per section")
+    p.add_argument("archive", metavar="ARCHIVE")
+    add_json_flag(p)
+    p.set_defaults(run=run_info)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+# ---------------------------------------------------------------------------------------- encode
+
+
+def run_encode(args) -> int:
+    from mixinr.codec import EncodeConfig, encode
+    from mixinr.images import atomic_write, expand_inputs, read_image
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise MixinrError(f"{out}: already exists (use --force to overwrite)")
+    if out.is_dir():
+        raise MixinrError(f"{out}: is a directory")
+    paths = expand_inputs(args.inputs)
+    images = [read_image(p) for p in paths]
+    cfg = EncodeConfig(bpp=args.bpp, depth=args.depth, width=args.width, sets=args.sets, coeffs=args.coeffs,
+                       precision=args.precision, epochs=args.epochs, seed=args.seed, device=args.device)
+    result = encode(images, [p.name for p in paths], cfg)
+    atomic_write(out, result.data, force=args.force)
+    payload = {
+        "archive": str(out),
+        "bytes": len(result.data),
+        "bpp": result.bpp,
+        "psnr_mean": result.psnr_mean,
+        "seconds": result.seconds,
+        "depth": result.arch.depth,
+        "width": result.arch.width,
+        "sets": result.arch.sets,
+        "coeffs": args.coeffs,
+        "precision": result.precision,
+        "images": [{"name": im.name, "width": im.width, "height": im.height, "psnr": im.psnr}
+                   for im in result.images],
+    }
+    emit(args, payload, _human_encode)
+    return 0
+
+
+def _human_encode(p: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{p['archive']}: {p['depth']}x{p['width']}, K={p['sets']}, {p['coeffs']}, {p['precision']}")
+    t.add_column("image")
+    t.add_column("size", justify="right")
+    t.add_column("PSNR dB", justify="right")
+    for im in p["images"]:
+        t.add_row(im["name"], f"{im['width']}x{im['height']}", f"{im['psnr']:.2f}")
+    t.add_section()
+    t.add_row("archive", f"{p['bytes']} B, {p['bpp']:.3f} bpp", f"{p['psnr_mean']:.2f}")
+    console = _console()
+    console.print(t)
+    console.print(f"{len(p['images'])} images in {p['seconds']:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------- decode
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise MixinrError(f"--size {text!r}: expected HxW, e.g. 64x96")
+    h, w = int(m.group(1)), int(m.group(2))
+    if h < 1 or w < 1:
+        raise MixinrError(f"--size {text!r}: height and width must be at least 1")
+    return h, w
+
+
+def _target_size(args, original: tuple[int, int]) -> tuple[int, int] | None:
+    if args.size:
+        return _parse_size(args.size)
+    if args.scale is not None:
+        if not (math.isfinite(args.scale) and args.scale > 0):
+            raise MixinrError(f"--scale must be a positive number, got {args.scale}")
+        return max(1, round(original[0] * args.scale)), max(1, round(original[1] * args.scale))
+    return None
+
+
+def _load_manifest(path: Path, text: bytes) -> list[dict]:
+    """Images of a collection manifest: [{name, archive (Path), index}]."""
+    try:
+        m = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MixinrError(f"{path}: not a mixinr archive or manifest (bad JSON: {e.msg if hasattr(e, 'msg') else e})") from None
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+        raise MixinrError(f"{path}: JSON but not a mixinr manifest")
+    if m.get("version") != 1:
+        raise MixinrError(f"{path}: unknown manifest version {m.get('version')!r}")
+    images = m.get("images")
+    if not isinstance(images, list):
+        raise MixinrError(f"{path}: manifest has no image list")
+    out = []
+    for e in images:
+        if not (isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("archive"), str)
+                and isinstance(e.get("index"), int) and e["index"] >= 0):
+            raise MixinrError(f"{path}: malformed manifest entry {e!r:.80}")
+        out.append({"name": e["name"], "archive": path.parent / e["archive"], "index": e["index"]})
+    return out
+
+
+def run_decode(args) -> int:
+    from mixinr.codec import Archive, read_archive
+    from mixinr.images import write_png
+
+    src = Path(args.archive)
+    try:
+        raw = src.read_bytes()
+    except FileNotFoundError:
+        raise MixinrError(f"{src}: no such file") from None
+    except IsADirectoryError:
+        raise MixinrError(f"{src}: is a directory, not an archive") from None
+    except OSError as e:
+        raise MixinrError(f"{src}: cannot read ({e.strerror})") from None
+
+    archives: dict[Path, Archive] = {}
+    if raw.lstrip()[:1] == b"{":
+        entries = _load_manifest(src, raw)
+        if args.index:
+            raise MixinrError("--index selects images of an archive; use --name with a manifest")
+    else:
+        archives[src] = Archive.from_bytes(raw, str(src))
+        a = archives[src]
+        entries = [{"name": n, "archive": src, "index": i} for i, n in enumerate(a.names)]
+        if args.index:
+            for i in args.index:
+                if not 0 <= i < len(entries):
+                    raise MixinrError(f"{src}: no image {i} (the archive holds {len(entries)}, indices 0-{len(entries) - 1})")
+            entries = [entries[i] for i in dict.fromkeys(args.index)]
+    if args.name:
+        by_name = {}
+        for e in entries:
+            by_name.setdefault(e["name"], e)
+            by_name.setdefault(Path(e["name"]).stem, e)
+        missing = [n for n in args.name if n not in by_name]
+        if missing:
+            raise MixinrError(f"{src}: no image named {missing[0]!r}")
+        entries = list({id(by_name[n]): by_name[n] for n in args.name}.values())
+
+    # Plan every output (archive, index, size, file) before writing any, so errors leave nothing behind.
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise MixinrError(f"{outdir}: exists and is not a directory")
+    plan, used = [], set()
+    for e in entries:
+        if e["archive"] not in archives:
+            archives[e["archive"]] = read_archive(e["archive"])
+        a = archives[e["archive"]]
+        if e["index"] >= len(a.names):
+            raise MixinrError(f"{e['archive']}: no image {e['index']} (manifest entry {e['name']!r})")
+        stem = Path(a.names[e["index"]]).stem
+        name, k = f"{stem}.png", 1
+        while name in used:  # same stem from different folders: keep both
+            name, k = f"{stem}-{k}.png", k + 1
+        used.add(name)
+        target = outdir / name
+        if target.exists() and not args.force:
+            raise MixinrError(f"{target}: already exists (use --force to overwrite)")
+        size = _target_size(args, a.sizes[e["index"]])
+        plan.append((a, e["index"], size, target))
+
+    done = []
+    for a, index, size, target in plan:
+        img = a.decode(index, size)
+        write_png(target, img, force=True)
+        done.append({"index": index, "name": a.names[index], "archive": a.source, "file": str(target),
+                     "height": int(img.shape[0]), "width": int(img.shape[1])})
+    emit(args, {"archive": str(src), "outdir": str(outdir), "images": done}, _human_decode)
+    return 0
+
+
+def _human_decode(p: dict) -> None:
+    console = _console()
+    for d in p["images"]:
+        console.print(f"{d['file']}  {d['width']}x{d['height']}  (image {d['index']} of {d['archive']})")
+
+
+# ---------------------------------------------------------------------------------------- info
+
+
+def run_info(args) -> int:
+    from mixinr.codec import read_archive
+
+    info = read_archive(args.archive).info()
+    emit(args, {"archive": str(args.archive), **info}, _human_info)
+    return 0
+
+
+def _human_info(p: dict) -> None:
+    from rich.table import Table
+
+    a = p["arch"]
+    console = _console()
+    console.print(f"[bold]{p['archive']}[/bold]: mixinr format version {p['version']}, {p['bytes']} bytes")
+    console.print(f"network {a['depth']}x{a['width']} (omega first {a['omega_first']:g}, hidden {a['omega']:g}), "
+                  f"K={p['sets']} sets of {p['params_per_set']} parameters, N={p['images_count']} images")
+    console.print(f"coefficients {p['coeffs']}, precision {p['precision']}")
+    console.print("sections: " + ", ".join(f"{k} {v} B" for k, v in p["sections"].items()))
+    t = Table()
+    t.add_column("#", justify="right")
+    t.add_column("name")
+    t.add_column("size (WxH)", justify="right")
+    for im in p["images"]:
+        t.add_row(str(im["index"]), im["name"], f"{im['width']}x{im['height']}")
+    console.print(t)

@@ -1,0 +1,387 @@
+"""The codec: images -> fitted mixture SIREN -> .mixinr bytes (encode, pack) and back (Archive).
+
+Rate control (docs/codec.md): the budget in bytes is floor(bpp * pixels / 8). The network is fitted
+once at the widest width whose weights are predicted to fit at a target bit depth; then every bit
+depth is packed for real and the best PSNR among the archives within budget is kept. If none fits,
+the width is lowered using the measured bits per parameter and the network refitted.
+The PSNR reported for each image is computed from the archive's own bytes through Archive.decode,
+the same path `mixinr decode` takes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mixinr import bitstream, entropy
+from mixinr.bitstream import Header, TensorCode
+from mixinr.errors import MixinrError
+from mixinr.metrics import psnr
+from mixinr.model import Arch, MixtureSiren, linear_coefficients, render, to_uint8
+from mixinr.train import FitConfig, fit
+
+# Default schedule (docs/codec.md has the measurements behind it): one cosine decay from LR to
+# LR/100 over DEFAULT_EPOCHS full-batch epochs.
+DEFAULT_EPOCHS = 3000
+DEFAULT_LR = 1e-3
+DEFAULT_DEPTH = 5
+TARGET_BITS = 8  # rate control sizes the first fit for this bit depth ...
+EST_BITS_PER_PARAM = 6.5  # ... which codes at about this many bits per parameter
+SEARCH_BITS = range(16, 3, -1)  # bit depths rate control may pick
+MAX_DECODE_PIXELS = 1 << 28
+SMALL_FIT_WORK = 1 << 22  # pixels x width below which fitting runs on one thread
+PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
+
+
+@dataclass
+class EncodeConfig:
+    bpp: float | None = None  # hard cap on archive bits / total pixels; None -> explicit depth/width
+    depth: int | None = None
+    width: int | None = None
+    sets: int = 2  # K
+    coeffs: str = "linear"  # or "learned"
+    precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
+    epochs: int | None = None  # None -> DEFAULT_EPOCHS
+    seed: int = 0
+    device: str = "auto"
+    progress: bool | None = None
+
+
+@dataclass
+class EncodedImage:
+    name: str
+    width: int
+    height: int
+    psnr: float  # of what Archive.decode gives
+
+
+@dataclass
+class EncodeResult:
+    data: bytes  # the whole .mixinr archive
+    images: list[EncodedImage]
+    seconds: float
+    arch: Arch
+    precision: str
+    trials: list[dict] = field(default_factory=list)  # what rate control tried: width, precision, bytes, psnr
+
+    @property
+    def bpp(self) -> float:
+        return len(self.data) * 8 / sum(im.width * im.height for im in self.images)
+
+    @property
+    def psnr_mean(self) -> float:
+        return float(np.mean([im.psnr for im in self.images]))
+
+
+# ------------------------------------------------------------------------------------- packing
+
+
+def _tensors(model: MixtureSiren) -> list[np.ndarray]:
+    """K-set tensors in file order: W_0, b_0, W_1, b_1, ..."""
+    out = []
+    for w, b in zip(model.weights, model.biases):
+        out += [w.detach().cpu().float().numpy(), b.detach().cpu().float().numpy()]
+    return out
+
+
+def _header(arch: Arch, names, sizes, scheme: str, precision: str, codes=()) -> Header:
+    return Header(arch.depth, arch.width, arch.sets, float(arch.omega_first), float(arch.omega), scheme,
+                  precision, [tuple(map(int, s)) for s in sizes], list(names), list(codes))
+
+
+def _write(header: Header, coeffs, weights: bytes) -> bytes:
+    try:
+        return bitstream.write(header, coeffs, weights)
+    except ValueError as e:
+        raise MixinrError(f"cannot store this archive: {e}") from None
+
+
+def _pack_tensors(arch, tensors, coeffs, scheme, names, sizes, precision) -> bytes:
+    if precision == "fp16":
+        return _write(_header(arch, names, sizes, scheme, "fp16"), coeffs, entropy.fp16_bytes(tensors))
+    bits = _bits(precision)
+    codes, payload = entropy.encode_tensors(tensors, bits)
+    return _write(_header(arch, names, sizes, scheme, precision, codes), coeffs, payload)
+
+
+def _bits(precision: str) -> int:
+    if precision not in PRECISIONS or precision in ("auto", "fp16"):
+        raise MixinrError(f"precision must be fp16 or q{bitstream.MIN_BITS}..q{bitstream.MAX_BITS}, got {precision!r}")
+    return int(precision[1:])
+
+
+def _coeffs_of(model: MixtureSiren) -> np.ndarray | None:
+    return model.coeffs.detach().cpu().float().numpy() if model.scheme == "learned" else None
+
+
+def pack(model: MixtureSiren, names: list[str], sizes: list[tuple[int, int]], precision: str = "fp16") -> bytes:
+    """Archive bytes of an already-fitted model; sizes are (height, width) per image."""
+    if len(names) != model.n_images or len(sizes) != model.n_images:
+        raise MixinrError(f"pack: {model.n_images} images in the model, {len(names)} names, {len(sizes)} sizes")
+    return _pack_tensors(model.arch, _tensors(model), _coeffs_of(model), model.scheme, names, sizes, precision)
+
+
+def _overhead(arch: Arch, names, sizes, scheme: str, quantised: bool) -> int:
+    """Bytes of an archive whose weights section is empty (magic, header, coefficients, checksum)."""
+    codes = [TensorCode(0, 1.0, 1.0)] * (2 * (arch.depth + 1)) if quantised else []
+    h = _header(arch, names, sizes, scheme, "q8" if quantised else "fp16", codes)
+    coeffs = np.zeros((len(names), arch.sets), np.float32) if scheme == "learned" else None
+    return len(_write(h, coeffs, b""))
+
+
+# ------------------------------------------------------------------------------------- decoding
+
+
+class Archive:
+    """A parsed, validated archive: the K weight sets are decoded once, images one at a time."""
+
+    def __init__(self, parsed: bitstream.Parsed, source: str, n_bytes: int):
+        h = parsed.header
+        self.source, self.n_bytes, self.sections = source, n_bytes, parsed.sections
+        self.version = bitstream.VERSION
+        self.names, self.sizes, self.precision, self.scheme = h.names, h.sizes, h.precision, h.coeffs
+        self.arch = Arch(h.depth, h.width, h.sets, h.omega, h.omega_first)
+        shapes = h.tensor_shapes()
+        try:
+            if h.precision == "fp16":
+                tensors = entropy.fp16_tensors(parsed.weights, shapes)
+            else:
+                tensors = entropy.decode_tensors(parsed.weights, shapes, h.codes, h.bits)
+        except (ValueError, RuntimeError, OverflowError) as e:
+            raise MixinrError(f"{source}: corrupt weights section ({type(e).__name__})") from None
+        if not all(np.all(np.isfinite(t)) for t in tensors):
+            raise MixinrError(f"{source}: weights section holds non-finite values")
+        t = [torch.from_numpy(np.ascontiguousarray(x)) for x in tensors]
+        self._weights, self._biases = t[0::2], t[1::2]
+        if parsed.coeffs is not None:
+            self.coeffs = torch.from_numpy(parsed.coeffs.copy())
+        else:
+            self.coeffs = linear_coefficients(h.n, h.sets)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "archive") -> "Archive":
+        return cls(bitstream.read(data, source), source, len(data))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def layers(self, index: int):
+        """Image `index`'s own SIREN [(W, b)], theta_i = sum_k C[i, k] theta_k."""
+        c = self.coeffs[index]
+        return [(torch.einsum("k,koi->oi", c, w), c @ b) for w, b in zip(self._weights, self._biases)]
+
+    def decode(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 of image `index` only, at its own size or `size` = (height, width)."""
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.names):
+            raise MixinrError(f"{self.source}: no image {index} (the archive holds {len(self.names)})")
+        h, w = self.sizes[index] if size is None else size
+        if not (1 <= h <= bitstream.MAX_SIDE and 1 <= w <= bitstream.MAX_SIDE and h * w <= MAX_DECODE_PIXELS):
+            raise MixinrError(f"{self.source}: output size {h}x{w} out of range")
+        rgb = render(self.layers(index), self.arch, int(h), int(w))
+        return to_uint8(rgb).numpy()
+
+    def info(self) -> dict:
+        return {
+            "version": self.version,
+            "bytes": self.n_bytes,
+            "arch": {"depth": self.arch.depth, "width": self.arch.width,
+                     "omega_first": self.arch.omega_first, "omega": self.arch.omega},
+            "sets": self.arch.sets,
+            "images_count": len(self.names),
+            "coeffs": self.scheme,
+            "precision": self.precision,
+            "params_per_set": self.arch.params_per_set(),
+            "sections": dict(self.sections),
+            "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
+                       for i, (n, s) in enumerate(zip(self.names, self.sizes))],
+        }
+
+
+def read_archive(path) -> Archive:
+    """Read and validate an archive file; errors are MixinrError "<path>: <problem>"."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MixinrError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise MixinrError(f"{path}: is a directory, not an archive") from None
+    except OSError as e:
+        raise MixinrError(f"{path}: cannot read ({e.strerror})") from None
+    return Archive.from_bytes(data, str(path))
+
+
+# ------------------------------------------------------------------------------------- encoding
+
+
+def _check_inputs(images, names, cfg: EncodeConfig) -> None:
+    if not images:
+        raise MixinrError("no input images given")
+    if len(images) != len(names):
+        raise MixinrError(f"{len(images)} images but {len(names)} names")
+    if len(images) > bitstream.MAX_IMAGES:
+        raise MixinrError(f"too many images in one archive ({len(images)} > {bitstream.MAX_IMAGES})")
+    for im, name in zip(images, names):
+        problem = bitstream.check_name(name)
+        if problem:
+            raise MixinrError(f"{name}: {problem}")
+        a = np.asarray(im)
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+            raise MixinrError(f"{name}: expected an (H, W, 3) uint8 image, got {a.dtype} {a.shape}")
+        if not (1 <= a.shape[0] <= bitstream.MAX_SIDE and 1 <= a.shape[1] <= bitstream.MAX_SIDE):
+            raise MixinrError(f"{name}: image size {a.shape[0]}x{a.shape[1]} out of range")
+    if cfg.bpp is not None and not (isinstance(cfg.bpp, (int, float)) and math.isfinite(cfg.bpp) and cfg.bpp > 0):
+        raise MixinrError(f"--bpp must be a positive number, got {cfg.bpp}")
+    if cfg.bpp is None and (cfg.depth is None or cfg.width is None):
+        raise MixinrError("give --bpp, or both --depth and --width")
+    for what, v, cap in (("--depth", cfg.depth, bitstream.MAX_DEPTH), ("--width", cfg.width, bitstream.MAX_WIDTH),
+                         ("--sets", cfg.sets, bitstream.MAX_SETS)):
+        if v is not None and not 1 <= v <= cap:
+            raise MixinrError(f"{what} must be between 1 and {cap}, got {v}")
+    if cfg.coeffs not in ("linear", "learned"):
+        raise MixinrError(f"--coeffs must be linear or learned, got {cfg.coeffs!r}")
+    if cfg.precision not in PRECISIONS:
+        raise MixinrError(f"precision must be auto, fp16 or q{bitstream.MIN_BITS}..q{bitstream.MAX_BITS}")
+    if cfg.epochs is not None and cfg.epochs < 1:
+        raise MixinrError(f"--epochs must be at least 1, got {cfg.epochs}")
+
+
+def fit_config(cfg: EncodeConfig, description: str = "fitting") -> FitConfig:
+    epochs = cfg.epochs or DEFAULT_EPOCHS
+    return FitConfig(epochs=epochs, lr=DEFAULT_LR, t0=epochs, eta_min=DEFAULT_LR / 100, coeffs=cfg.coeffs,
+                     seed=cfg.seed, device=cfg.device, progress=cfg.progress, description=description)
+
+
+class _Candidate:
+    """One fitted network, packed at various precisions on demand."""
+
+    def __init__(self, model: MixtureSiren, images, names, sizes):
+        self.model, self.images, self.names, self.sizes = model, images, names, sizes
+        self.tensors, self.coeffs = _tensors(model), _coeffs_of(model)
+        self._packed: dict[str, bytes] = {}
+
+    def pack(self, precision: str) -> bytes:
+        if precision not in self._packed:
+            m = self.model
+            self._packed[precision] = _pack_tensors(m.arch, self.tensors, self.coeffs, m.scheme,
+                                                    self.names, self.sizes, precision)
+        return self._packed[precision]
+
+    def psnrs(self, precision: str) -> list[float]:
+        archive = Archive.from_bytes(self.pack(precision))
+        return [psnr(archive.decode(i), im) for i, im in enumerate(self.images)]
+
+
+def _width_for(budget: int, depth: int, sets: int, overhead: int, bits_per_param: float) -> int:
+    """Widest width whose weights are predicted to fit in `budget` bytes (0 if none)."""
+    room = (budget - overhead) * 8 / bits_per_param
+    best = 0
+    for w in range(1, bitstream.MAX_WIDTH + 1):
+        if bitstream.params_for(depth, w, sets) > room:
+            break
+        best = w
+    return best
+
+
+def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> EncodeResult:
+    """Fit, quantise and pack `images` into one archive (under cfg.bpp when given)."""
+    _check_inputs(images, names, cfg)
+    start = time.perf_counter()
+    images = [np.ascontiguousarray(im) for im in images]
+    sizes = [im.shape[:2] for im in images]
+    trials: list[dict] = []
+
+    def fitted(depth: int, width: int) -> _Candidate:
+        arch = Arch(depth, width, cfg.sets)
+        with _threads_for(sum(h * w for h, w in sizes) * width):
+            res = fit(images, arch, fit_config(cfg, f"fitting {depth}x{width}"))
+        return _Candidate(res.model, images, names, sizes)
+
+    def evaluate(cand: _Candidate, precision: str) -> tuple[float, bytes]:
+        data = cand.pack(precision)
+        p = cand.psnrs(precision)
+        trials.append({"depth": cand.model.arch.depth, "width": cand.model.arch.width, "precision": precision,
+                       "bytes": len(data), "psnr": float(np.mean(p))})
+        return float(np.mean(p)), data
+
+    if cfg.bpp is None:
+        cand = fitted(cfg.depth, cfg.width)
+        precision = cfg.precision if cfg.precision != "auto" else _auto_precision(cand, evaluate)
+        best = (precision, cand)
+    else:
+        best = _rate_control(images, names, sizes, cfg, fitted, evaluate)
+    precision, cand = best
+    data = cand.pack(precision)
+    archive = Archive.from_bytes(data)  # the decode path, exactly as `mixinr decode` runs it
+    encoded = [EncodedImage(n, s[1], s[0], psnr(archive.decode(i), im))
+               for i, (n, s, im) in enumerate(zip(names, sizes, images))]
+    return EncodeResult(data, encoded, time.perf_counter() - start, cand.model.arch, precision, trials)
+
+
+@contextmanager
+def _threads_for(work: int):
+    """One torch thread for small fits: their matmuls are too small to split, and on a busy CPU the
+    threads' spin-waiting made a 16x16 fit 30x slower (measured). Large fits keep the default."""
+    before = torch.get_num_threads()
+    if work <= SMALL_FIT_WORK:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _auto_precision(cand: _Candidate, evaluate) -> str:
+    """Without a budget: the fewest bits whose PSNR is within 0.05 dB of 12-bit quantisation."""
+    ref, _ = evaluate(cand, "q12")
+    chosen = "q12"
+    for bits in range(11, 3, -1):
+        p, _ = evaluate(cand, f"q{bits}")
+        if p < ref - 0.05:
+            break
+        chosen = f"q{bits}"
+    return chosen
+
+
+def _rate_control(images, names, sizes, cfg: EncodeConfig, fitted, evaluate):
+    total_px = sum(h * w for h, w in sizes)
+    budget = math.floor(cfg.bpp * total_px / 8)
+    depth = cfg.depth or DEFAULT_DEPTH
+    quantised = cfg.precision != "fp16"
+    smallest = _overhead(Arch(depth, 1, cfg.sets), names, sizes, cfg.coeffs, quantised)
+    # The smallest network's weights at the fewest bits: ~1 bit per parameter at best.
+    min_bytes = smallest + math.ceil(bitstream.params_for(depth, 1, cfg.sets) * (1 if quantised else 16) / 8)
+    if min_bytes > budget:
+        raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes for {total_px} pixels, "
+                          f"even a {depth}x1 network needs about {min_bytes}")
+    if cfg.precision == "auto":
+        precisions = [f"q{b}" for b in SEARCH_BITS]
+    else:
+        precisions = [cfg.precision]
+    bits_per_param = 16.0 if cfg.precision == "fp16" else (
+        EST_BITS_PER_PARAM if cfg.precision == "auto" else max(1.0, _bits(cfg.precision) - 1.5))
+    overhead = _overhead(Arch(depth, 1, cfg.sets), names, sizes, cfg.coeffs, quantised) + 2
+    width = cfg.width or _width_for(budget, depth, cfg.sets, overhead, bits_per_param)
+    while width >= 1:
+        cand = fitted(depth, width)
+        fitting = [p for p in precisions if len(cand.pack(p)) <= budget]
+        if fitting:
+            # More bits never hurt quality much; check the two highest that fit and keep the best.
+            scored = [(evaluate(cand, p)[0], -len(cand.pack(p)), p) for p in fitting[:2]]
+            return max(scored)[2], cand
+        if cfg.width:
+            raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes; a {depth}x{width} network "
+                              f"needs {min(len(cand.pack(p)) for p in precisions)} at {precisions[-1]}")
+        # Measured bits per parameter at the target depth (or the only one allowed) sizes the next try.
+        probe = f"q{TARGET_BITS}" if cfg.precision == "auto" else precisions[0]
+        params = bitstream.params_for(depth, width, cfg.sets)
+        measured = (len(cand.pack(probe)) - overhead) * 8 / params
+        nxt = _width_for(budget, depth, cfg.sets, overhead, max(measured, 0.5))
+        width = min(nxt, width - 1)
+    raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes, not enough for a {depth}x1 network")

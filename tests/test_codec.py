@@ -1,0 +1,205 @@
+"""The codec API (mixinr.codec, mixinr.entropy): quantisation and entropy coding round trips, pack and
+Archive agree with the fitted model, encode reports exactly the PSNR decode gives, archives are
+byte-identical for the same seed, rate control keeps every archive under its budget, learned
+coefficients are stored, mixed sizes survive, and decoding one image renders only that image."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import smooth_image
+
+from mixinr import bitstream, codec, entropy
+from mixinr.codec import Archive, EncodeConfig, encode, pack, read_archive
+from mixinr.errors import MixinrError
+from mixinr.metrics import psnr
+from mixinr.model import Arch, MixtureSiren, render, to_uint8
+from mixinr.train import FitConfig, fit
+
+FAST = dict(epochs=60, progress=False, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny fits run far faster on one thread on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def group():
+    return [smooth_image(12, 12, s) for s in range(3)], ["a.png", "b.png", "c.png"]
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8, 12, 16])
+def test_entropy_round_trip(bits):
+    """decode_tensors(encode_tensors(t)) is exactly the dequantised tensor, within step/2 of t."""
+    rng = np.random.default_rng(bits)
+    tensors = [rng.normal(0, 0.1, (2, 7, 5)).astype(np.float32), rng.laplace(0, 2, (2, 7)).astype(np.float32),
+               np.zeros((2, 3), np.float32)]
+    codes, payload = entropy.encode_tensors(tensors, bits)
+    out = entropy.decode_tensors(payload, [t.shape for t in tensors], codes, bits)
+    for t, o, c in zip(tensors, out, codes):
+        q, step = entropy.quantise(t, bits)
+        assert np.array_equal(o, entropy.dequantise(q, step).reshape(t.shape))
+        assert np.abs(o - t).max() <= step / 2 * 1.001 + 1e-7
+
+
+def test_entropy_coding_beats_fixed_length():
+    """Laplace-like weights at 8 bits cost clearly fewer than 8 bits each."""
+    t = np.random.default_rng(0).laplace(0, 0.05, (4, 500)).astype(np.float32)
+    _, payload = entropy.encode_tensors([t], 8)
+    assert len(payload) * 8 / t.size < 7.0
+
+
+@pytest.mark.parametrize("precision", ["fp16", "q10"])
+def test_pack_then_decode_matches_model(group, precision):
+    """Archive.decode renders the stored (rounded) weights exactly as the model would."""
+    images, names = group
+    model = MixtureSiren(Arch(2, 6, 2), 3, generator=torch.Generator().manual_seed(0))
+    data = pack(model, names, [im.shape[:2] for im in images], precision)
+    a = Archive.from_bytes(data)
+    assert a.names == names and a.sizes == [(12, 12)] * 3 and a.precision == precision
+    with torch.no_grad():
+        ref = to_uint8(render(model.image_layers(1), model.arch, 12, 12)).numpy()
+    dec = a.decode(1)
+    assert dec.shape == (12, 12, 3) and dec.dtype == np.uint8
+    assert np.abs(dec.astype(int) - ref.astype(int)).max() <= (1 if precision == "fp16" else 8)
+
+
+def test_encode_reports_decoded_psnr_and_is_deterministic(group, tmp_path):
+    """The PSNR encode reports is that of Archive.decode on the written bytes; same seed -> same bytes."""
+    images, names = group
+    cfg = EncodeConfig(depth=2, width=8, precision="q9", **FAST)
+    r1 = encode(images, names, cfg)
+    path = tmp_path / "g.mixinr"
+    path.write_bytes(r1.data)
+    a = read_archive(path)
+    for i, im in enumerate(r1.images):
+        assert im.psnr == psnr(a.decode(i), images[i])
+        assert (im.width, im.height) == (12, 12)
+    assert r1.bpp == len(r1.data) * 8 / (3 * 144)
+    assert r1.psnr_mean == pytest.approx(np.mean([im.psnr for im in r1.images]))
+    r2 = encode(images, names, cfg)
+    assert r2.data == r1.data
+    r3 = encode(images, names, EncodeConfig(depth=2, width=8, precision="q9", seed=1, **FAST))
+    assert r3.data != r1.data
+
+
+def test_auto_precision_without_budget(group):
+    """Without a budget, auto picks a quantised precision no worse than 0.05 dB below 12 bits."""
+    images, names = group
+    r = encode(images, names, EncodeConfig(depth=2, width=8, **FAST))
+    assert r.precision.startswith("q")
+    ref = [t["psnr"] for t in r.trials if t["precision"] == "q12"][0]
+    assert r.psnr_mean >= ref - 0.05
+
+
+@pytest.mark.parametrize("bpp", [3.0, 6.0, 12.0])
+def test_rate_control_stays_under_budget(group, bpp):
+    """Whatever the budget, the archive never exceeds it, and a bigger budget buys a bigger network."""
+    images, names = group
+    r = encode(images, names, EncodeConfig(bpp=bpp, **FAST))
+    assert r.bpp <= bpp
+    assert len(r.data) <= int(bpp * 3 * 144 / 8)
+    assert Archive.from_bytes(r.data).arch == r.arch
+    if bpp == 12.0:
+        small = encode(images, names, EncodeConfig(bpp=3.0, **FAST))
+        assert r.arch.width > small.arch.width
+
+
+def test_rate_control_fp16_and_fixed_width(group):
+    """A fixed precision or a fixed width is respected, and still kept under the budget."""
+    images, names = group
+    r = encode(images, names, EncodeConfig(bpp=8.0, precision="fp16", **FAST))
+    assert r.precision == "fp16" and r.bpp <= 8.0
+    r = encode(images, names, EncodeConfig(bpp=8.0, width=4, depth=3, **FAST))
+    assert (r.arch.depth, r.arch.width) == (3, 4) and r.bpp <= 8.0
+
+
+def test_budget_too_small(group):
+    """A budget below even the smallest network's size is a MixinrError, before any fitting."""
+    images, names = group
+    with pytest.raises(MixinrError, match="budget too small"):
+        encode(images, names, EncodeConfig(bpp=0.05, **FAST))
+    with pytest.raises(MixinrError, match="budget too small"):
+        encode(images, names, EncodeConfig(bpp=2.0, depth=4, width=40, **FAST))
+
+
+def test_learned_coefficients_are_stored(group):
+    """Learned coefficients go into the archive (float16) and decode uses them."""
+    images, names = group
+    res = fit(images, Arch(2, 8, 3), FitConfig(epochs=40, coeffs="learned", progress=False, device="cpu"))
+    data = pack(res.model, names, [(12, 12)] * 3, "q10")
+    a = Archive.from_bytes(data)
+    assert a.scheme == "learned" and a.sections["coefficients"] == 3 * 3 * 2
+    assert torch.allclose(a.coeffs, res.model.coeffs.detach().half().float())
+    r = encode(images, names, EncodeConfig(depth=2, width=8, coeffs="learned", precision="q10", **FAST))
+    assert Archive.from_bytes(r.data).scheme == "learned"
+
+
+def test_mixed_sizes_keep_their_sizes():
+    """Images of different sizes in one archive decode at their own sizes, or at any requested size."""
+    images = [smooth_image(10, 14, 0), smooth_image(16, 8, 1)]
+    r = encode(images, ["wide.png", "tall.png"], EncodeConfig(depth=2, width=6, precision="q8", **FAST))
+    a = Archive.from_bytes(r.data)
+    assert a.sizes == [(10, 14), (16, 8)]
+    assert a.decode(0).shape == (10, 14, 3) and a.decode(1).shape == (16, 8, 3)
+    assert a.decode(1, (33, 5)).shape == (33, 5, 3)
+    assert [(im.width, im.height) for im in r.images] == [(14, 10), (8, 16)]
+
+
+def test_decoding_one_image_renders_only_that_image(group, monkeypatch):
+    """Archive.decode(i) renders one network, the one mixed with image i's coefficients."""
+    images, names = group
+    model = MixtureSiren(Arch(2, 5, 2), 3, generator=torch.Generator().manual_seed(1))
+    a = Archive.from_bytes(pack(model, names, [(12, 12)] * 3, "fp16"))
+    calls = []
+    real = codec.render
+    monkeypatch.setattr(codec, "render", lambda layers, *rest: calls.append(layers) or real(layers, *rest))
+    a.decode(2)
+    assert len(calls) == 1
+    expected = a.layers(2)
+    assert all(torch.equal(w, we) for (w, _), (we, _) in zip(calls[0], expected))
+
+
+@pytest.mark.parametrize(
+    "images, names, cfg, message",
+    [
+        ([], [], EncodeConfig(bpp=1.0), "no input images"),
+        ([np.zeros((4, 4), np.uint8)], ["x.png"], EncodeConfig(bpp=1.0), "expected an"),
+        ([np.zeros((4, 4, 3), np.uint8)], ["a/b.png"], EncodeConfig(bpp=1.0), "not a plain file name"),
+        ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(), "give --bpp"),
+        ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(bpp=-1.0), "positive"),
+        ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(bpp=1.0, precision="q40"), "precision"),
+        ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(bpp=1.0, sets=0), "--sets"),
+    ],
+)
+def test_bad_encode_inputs(images, names, cfg, message):
+    """Bad inputs and settings are one-line MixinrErrors, raised before any fitting."""
+    with pytest.raises(MixinrError, match=message):
+        encode(images, names, cfg)
+
+
+def test_decode_errors(group, tmp_path):
+    """Bad indices, absurd sizes, missing files and corrupt weights are MixinrErrors."""
+    images, names = group
+    model = MixtureSiren(Arch(2, 5, 2), 3, generator=torch.Generator().manual_seed(1))
+    data = pack(model, names, [(12, 12)] * 3, "q8")
+    a = Archive.from_bytes(data)
+    with pytest.raises(MixinrError, match="no image 3"):
+        a.decode(3)
+    with pytest.raises(MixinrError, match="out of range"):
+        a.decode(0, (0, 5))
+    with pytest.raises(MixinrError, match="out of range"):
+        a.decode(0, (60000, 60000))
+    with pytest.raises(MixinrError, match="no such file"):
+        read_archive(tmp_path / "missing.mixinr")
+    # Valid header and checksum but garbage in the entropy-coded weights: still only MixinrError or a decode.
+    p = bitstream.read(data)
+    for fill in (b"", b"\xff" * 3, b"\x00" * 40, bytes(range(256))):
+        try:
+            Archive.from_bytes(bitstream.write(p.header, None, fill)).decode(0)
+        except MixinrError:
+            pass
