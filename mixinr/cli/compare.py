@@ -1,0 +1,189 @@
+"""`mixinr compare`: mixinr against classical codecs on the user's images, from real bytes.
+
+Writes OUT/results.json (CompressAI-like curves, per-image points, BD figures), OUT/results.csv
+and an RD plot (PNG + SVG). docs/compare.md says what is measured and how.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from mixinr.cli import add_json_flag, emit
+from mixinr.errors import MixinrError
+
+ALL_CODECS = ("mixinr", "jpeg", "webp", "avif", "heic", "jpegxl", "jpeg2000")
+DEFAULT_BPPS = (0.5, 1.0, 2.0, 4.0)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="rate-distortion comparison of mixinr with JPEG, WebP, AVIF, HEIC, JPEG XL, JPEG 2000",
+        description=(
+            "Code INPUT images with mixinr (one archive per group, at each --bpp budget) and with "
+            "classical codecs (a sweep of quality settings each), measure PSNR / MS-SSIM against "
+            "real file sizes, and write OUT/results.json, OUT/results.csv and an RD plot. "
+            "Codecs whose library is missing are skipped with a notice. See docs/compare.md."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("--bpp", type=float, nargs="+", default=list(DEFAULT_BPPS), metavar="B",
+                   help=f"mixinr bpp budgets, one RD point each (default {' '.join(map(str, DEFAULT_BPPS))})")
+    p.add_argument("--codecs", default=",".join(ALL_CODECS),
+                   help=f"comma-separated subset of {','.join(ALL_CODECS)} (default: all)")
+    p.add_argument("--out", "-o", default="compare-out", metavar="DIR", help="output folder (default compare-out)")
+    p.add_argument("--plot", metavar="PNG", help="RD plot path (default OUT/rd.png); an SVG is written beside it")
+    p.add_argument("--epochs", type=int, help="mixinr fitting epochs (default: the codec's schedule)")
+    p.add_argument("--group-size", type=int, metavar="N",
+                   help="mixinr: split the sorted images into groups of N (default: all in one group)")
+    p.add_argument("--seed", type=int, default=0, help="mixinr seed (default 0)")
+    p.add_argument("--device", default="auto", help="mixinr device: auto, cpu or cuda")
+    add_json_flag(p)
+    p.set_defaults(run=run_compare)
+
+
+def _parse_codecs(text: str) -> list[str]:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names:
+        raise MixinrError("--codecs: no codec named")
+    for n in names:
+        if n not in ALL_CODECS:
+            raise MixinrError(f"--codecs: unknown codec {n!r} (known: {','.join(ALL_CODECS)})")
+    return list(dict.fromkeys(names))
+
+
+def _load(inputs):
+    from mixinr.images import expand_inputs, read_image
+
+    paths = sorted(expand_inputs(inputs), key=lambda p: (p.name, str(p)))
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):  # same file name in two folders: keep them apart
+        names = [str(p) for p in paths]
+    return names, [read_image(p) for p in paths]
+
+
+def run_compare(args) -> int:
+    from rich.console import Console
+
+    from mixinr import baselines
+    from mixinr.compare import measure_codec, measure_mixinr, results, results_csv
+    from mixinr.images import atomic_write
+    from mixinr.plot import plot_rd
+
+    codec_names = _parse_codecs(args.codecs)
+    if any(b <= 0 for b in args.bpp):
+        raise MixinrError(f"--bpp must be positive, got {' '.join(map(str, args.bpp))}")
+    if args.group_size is not None and args.group_size < 1:
+        raise MixinrError(f"--group-size must be at least 1, got {args.group_size}")
+    if args.epochs is not None and args.epochs < 1:
+        raise MixinrError(f"--epochs must be at least 1, got {args.epochs}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise MixinrError(f"{out}: exists and is not a folder")
+    plot_path = Path(args.plot) if args.plot else out / "rd.png"
+    names, images = _load(args.inputs)
+
+    console = Console(stderr=True)
+    live = console.is_terminal
+
+    def notice(line: str) -> None:
+        print(f"mixinr: notice: {line}", file=sys.stderr)
+
+    classical, skipped = baselines.available([n for n in codec_names if n != "mixinr"])
+    curves, notices = [], []
+    for line in skipped:
+        notice(line)
+
+    if "mixinr" in codec_names:
+        try:
+            import mixinr.codec  # noqa: F401
+        except ImportError as e:
+            skipped.append(f"mixinr: skipped, codec not importable ({e})")
+            notice(skipped[-1])
+        else:
+            def status(budget, g, n):
+                if live:
+                    console.print(f"mixinr: {budget:g} bpp, group {g + 1}/{n}")
+
+            curve, extra = measure_mixinr(images, names, args.bpp, group_size=args.group_size,
+                                          epochs=args.epochs, seed=args.seed, device=args.device, on_group=status)
+            for line in extra:
+                notice(line)
+            notices += extra
+            if curve.settings:
+                curves.append(curve)
+            else:
+                skipped.append("mixinr: skipped, no bpp budget could be encoded")
+                notice(skipped[-1])
+
+    if classical:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not live, transient=True) as bar:
+            for codec in classical:
+                task = bar.add_task(codec.name, total=len(codec.settings) * len(images))
+                try:
+                    curves.append(measure_codec(codec, images, names,
+                                                             on_step=lambda: bar.advance(task)))
+                except Exception as e:  # noqa: BLE001 - one failing library must not stop the rest
+                    line = f"{codec.name}: skipped, failed during the sweep ({type(e).__name__}: {e})"
+                    skipped.append(line)
+                    notice(line)
+
+    if not curves:
+        raise MixinrError("no codec could run (see the notices above)")
+    order = {n: i for i, n in enumerate(codec_names)}
+    curves.sort(key=lambda c: order.get(c.name, len(order)))
+    images_meta = [{"name": n, "width": im.shape[1], "height": im.shape[0]} for n, im in zip(names, images)]
+    config = {"codecs": codec_names, "bpp": args.bpp, "epochs": args.epochs, "group_size": args.group_size,
+              "seed": args.seed, "settings": {c.name: c.settings for c in classical}}
+    res = results(curves, images_meta, skipped, notices, config)
+    atomic_write(out / "results.json", (json.dumps(res, indent=1) + "\n").encode())
+    sizes = {n: im.shape[:2] for n, im in zip(names, images)}
+    atomic_write(out / "results.csv", results_csv(curves, sizes).encode())
+    png, svg = plot_rd(res, plot_path)
+
+    payload = {"json": str(out / "results.json"), "csv": str(out / "results.csv"), "plot": [str(png), str(svg)],
+               **res}
+    emit(args, payload, lambda p: _human(p, console))
+    return 0
+
+
+def _human(p: dict, console) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    t = Table(title="RD points (mean over images; bpp = total bytes * 8 / total pixels)")
+    for col in ("codec", "setting", "bpp", "PSNR dB", "MS-SSIM"):
+        t.add_column(col, justify="right" if col != "codec" else "left")
+    for c in p["codecs"]:
+        r = c["results"]
+        for s, b, q, m in zip(c["settings"], r["bpp"], r["psnr-rgb"], r["ms-ssim"]):
+            t.add_row(c["name"], f"{s:g}", f"{b:.3f}", "-" if q is None else f"{q:.2f}",
+                      "-" if m is None else f"{m:.4f}")
+    out.print(t)
+    if p["bd"]:
+        t = Table(title="mixinr against each codec (negative BD-rate / positive BD-PSNR: mixinr better)")
+        for col in ("anchor", "metric", "BD-rate %", "BD-quality", "notes"):
+            t.add_column(col)
+        for b in p["bd"]:
+            t.add_row(b["anchor"], b["metric"], "-" if b["bd-rate"] is None else f"{b['bd-rate']:+.1f}",
+                      "-" if b["bd-quality"] is None else f"{b['bd-quality']:+.3g}", "; ".join(b["notes"]))
+        out.print(t)
+    if p["at_bpp"]:
+        names = [c["name"] for c in p["codecs"]]
+        t = Table(title="PSNR at mixinr's rates (interpolated, '-' = outside the codec's measured range)")
+        t.add_column("bpp")
+        for n in names:
+            t.add_column(n, justify="right")
+        for row in p["at_bpp"]:
+            t.add_row(f"{row['bpp']:.3f}", *("-" if row["psnr-rgb"][n] is None else f"{row['psnr-rgb'][n]:.2f}"
+                                             for n in names))
+        out.print(t)
+    for line in p["skipped"]:
+        out.print(f"skipped: {line}")
+    out.print(f"wrote {p['json']}, {p['csv']}, {p['plot'][0]}, {p['plot'][1]}")

@@ -1,0 +1,204 @@
+"""The comparison: RD envelopes, interpolation that never extrapolates, BD figures from the
+bjontegaard package on curves with known answers, mean points from total bytes, MS-SSIM limits,
+and `mixinr compare` end to end (JSON, CSV, PNG/SVG plot showing every codec)."""
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+from mixinr import baselines
+from mixinr.cli import main
+from mixinr.compare import (Curve, OutOfRange, at_bpp, bd, envelope, groups_of, interpolate_at, measure_codec,
+                            ms_ssim, ssim)
+from mixinr.images import write_png
+from mixinr.metrics import psnr
+
+RATES = [0.25, 0.5, 1.0, 2.0, 4.0]
+PSNRS = [24.0, 27.5, 31.0, 34.0, 36.5]
+
+
+def curve(name, rates, psnrs) -> Curve:
+    return Curve(name, name, "q", settings=list(range(len(rates))), bpp=list(rates), psnr=list(psnrs),
+                 ms_ssim=[None] * len(rates), ssim=[None] * len(rates))
+
+
+def test_bd_of_a_curve_against_itself_is_zero():
+    """Identical curves: BD-rate 0 % and BD-PSNR 0 dB, over the full overlap."""
+    r = bd(curve("a", RATES, PSNRS), curve("b", RATES, PSNRS))
+    assert r["bd-rate"] == pytest.approx(0.0, abs=1e-9)
+    assert r["bd-quality"] == pytest.approx(0.0, abs=1e-9)
+    assert r["quality_overlap"] == [24.0, 36.5] and r["notes"] == []
+
+
+def test_bd_rate_of_a_cheaper_curve_is_negative_and_matches_the_shift():
+    """The same qualities at 80 % of the rate: BD-rate -20 % (the shift is exact in log-rate, so
+    any interpolator gives it), BD-PSNR positive; the reverse comparison gives +25 %."""
+    anchor = curve("anchor", RATES, PSNRS)
+    cheaper = curve("test", [0.8 * r for r in RATES], PSNRS)
+    r = bd(anchor, cheaper)
+    assert r["bd-rate"] == pytest.approx(-20.0, abs=1e-6)
+    assert r["bd-quality"] > 0.3
+    assert bd(cheaper, anchor)["bd-rate"] == pytest.approx(25.0, abs=1e-6)
+
+
+def test_bd_needs_two_points_and_an_overlap():
+    """One point, or curves sharing no quality range, give None with a note, never a number."""
+    one = bd(curve("a", RATES, PSNRS), curve("b", [1.0], [30.0]))
+    assert one["bd-rate"] is None and one["bd-quality"] is None and "at least 2" in one["notes"][0]
+    apart = bd(curve("a", RATES, PSNRS), curve("b", [0.3, 0.6], [40.0, 42.0]))
+    assert apart["bd-rate"] is None and apart["bd-quality"] is not None
+    assert any("BD-rate undefined" in n for n in apart["notes"])
+
+
+def test_envelope_drops_dominated_and_duplicate_points():
+    """Sorted by rate; a point no better than a cheaper one (a header floor repeated, a dip) goes."""
+    xs, ys = envelope([2.0, 1.0, 1.0, 3.0, 4.0, 0.5], [20.0, 20.0, 20.0, 19.0, 25.0, 18.0])
+    assert xs.tolist() == [0.5, 1.0, 4.0] and ys.tolist() == [18.0, 20.0, 25.0]
+
+
+def test_interpolation_never_extrapolates():
+    """Inside the measured range: exact at measured points, linear in log-bpp between them.
+    Outside (below the lowest or above the highest bpp): OutOfRange, and None in at_bpp."""
+    assert interpolate_at(RATES, PSNRS, 1.0) == 31.0
+    assert interpolate_at(RATES, PSNRS, math.sqrt(0.5)) == pytest.approx((27.5 + 31.0) / 2)
+    for outside in (0.2499, 4.01, 100.0):
+        with pytest.raises(OutOfRange):
+            interpolate_at(RATES, PSNRS, outside)
+    rows = at_bpp([curve("a", RATES, PSNRS), curve("b", [1.0, 8.0], [30.0, 40.0])], [0.5, 6.0])
+    assert rows[0]["psnr-rgb"] == {"a": 27.5, "b": None}
+    assert rows[1]["psnr-rgb"]["a"] is None and rows[1]["psnr-rgb"]["b"] is not None
+
+
+def test_ms_ssim_needs_large_images_and_ssim_is_labelled_separately():
+    """MS-SSIM is None under 161 px (five scales need it) and 1 for identical large images;
+    single-scale SSIM is computed for small images."""
+    small = smooth_image(32, 32, 0)
+    assert ms_ssim(small, small) is None
+    assert ssim(small, small) == pytest.approx(1.0, abs=1e-6)
+    big = smooth_image(161, 170, 1)
+    assert ms_ssim(big, big) == pytest.approx(1.0, abs=1e-6)
+    noisy = np.clip(big.astype(int) + np.random.default_rng(0).integers(-20, 21, big.shape), 0, 255).astype(np.uint8)
+    assert 0.5 < ms_ssim(big, noisy) < 1.0
+
+
+def test_mean_point_is_mean_psnr_and_total_bytes_over_total_pixels():
+    """For images of different sizes, a setting's mean bpp is total bytes * 8 / total pixels and its
+    PSNR the plain mean of the per-image PSNRs."""
+    imgs = [smooth_image(16, 24, 0), smooth_image(40, 32, 1)]
+    c = measure_codec(baselines.CODECS["webp"], imgs, ["x", "y"], settings=[50])
+    a, b = c.points
+    assert c.bpp == [(a.bytes + b.bytes) * 8 / (16 * 24 + 40 * 32)]
+    assert c.psnr == [pytest.approx((a.psnr + b.psnr) / 2)]
+    assert a.bpp == a.bytes * 8 / (16 * 24)
+
+
+def test_groups_split_sorted_images_consecutively():
+    """--group-size N splits the (sorted) images into consecutive groups; default is one group."""
+    assert groups_of(5, None) == [range(0, 5)]
+    assert groups_of(5, 2) == [range(0, 2), range(2, 4), range(4, 5)]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "imgs"
+    for i in range(4):
+        write_png(d / f"im{3 - i}.png", smooth_image(16, 16, i))
+    return d
+
+
+def test_cli_writes_json_csv_and_a_plot_with_every_codec(folder, tmp_path, capsys):
+    """`mixinr compare` with all codecs (mixinr tiny: few epochs, two groups of 2) writes
+    results.json (CompressAI-like curves, per-image points, BD figures), results.csv (per-image and
+    mean rows; mixinr's archive bytes counted once per group) and rd.png/rd.svg whose legend names
+    every codec; figures in the JSON are re-derivable from the per-image points."""
+    out = tmp_path / "cmp"
+    rc = main(["compare", str(folder), "--out", str(out), "--epochs", "20", "--bpp", "6", "12",
+               "--group-size", "2", "--json"])
+    assert rc == 0
+    stdout = json.loads(capsys.readouterr().out)
+    res = json.loads((out / "results.json").read_text())
+    assert stdout["json"] == str(out / "results.json")
+    names = [c["name"] for c in res["codecs"]]
+    assert names == ["mixinr", "jpeg", "webp", "avif", "heic", "jpegxl", "jpeg2000"], res["skipped"]
+    for c in res["codecs"]:
+        r = c["results"]
+        assert {"bpp", "psnr-rgb", "ms-ssim"} <= set(r) and len(r["bpp"]) == len(r["psnr-rgb"]) == len(c["settings"])
+        assert all(v is None for v in r["ms-ssim"])  # 16x16: too small for MS-SSIM
+    mix = res["codecs"][0]
+    assert mix["settings"] == [6, 12] and [im["name"] for im in res["images"]] == ["im0.png", "im1.png", "im2.png",
+                                                                                   "im3.png"]
+    archive_bytes = {}
+    for k, budget in enumerate(mix["settings"]):
+        pts = [p for p in mix["per_image"] if p["setting"] == budget]
+        assert [p["group"] for p in pts] == [0, 0, 1, 1]
+        assert pts[0]["bytes"] == pts[1]["bytes"] and pts[0]["bpp"] <= budget
+        archive_bytes[budget] = pts[0]["bytes"] + pts[2]["bytes"]
+        assert mix["results"]["bpp"][k] == archive_bytes[budget] * 8 / (4 * 256)
+        assert mix["results"]["psnr-rgb"][k] == pytest.approx(np.mean([p["psnr-rgb"] for p in pts]))
+    assert {b["anchor"] for b in res["bd"]} == set(names[1:])
+    assert [row["bpp"] for row in res["at_bpp"]] == sorted(mix["results"]["bpp"])
+
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("codec,setting,image,group,width,height,bytes,bpp,psnr_rgb,ms_ssim,ssim")
+    for budget, n_bytes in archive_bytes.items():
+        mean = [r.split(",") for r in rows if r.startswith(f"mixinr,{float(budget)},(mean),")]
+        assert len(mean) == 1 and int(mean[0][6]) == n_bytes  # the two archives, each counted once
+    assert len(rows) == 1 + sum(len(c["per_image"]) + len(c["settings"]) for c in res["codecs"])
+
+    png = out / "rd.png"
+    assert Image.open(png).format == "PNG" and (out / "rd.svg").read_text().lstrip().startswith("<?xml")
+    from mixinr.plot import render
+
+    labels = [t.get_text() for t in render(res).axes[0].get_legend().get_texts()]
+    for desc in ("mixinr", "JPEG", "WebP", "AVIF", "HEIC", "JPEG XL", "JPEG 2000"):
+        assert any(label.split("  (")[0] == desc for label in labels), (desc, labels)
+
+
+def test_cli_skips_a_missing_codec_with_a_notice(folder, tmp_path, monkeypatch, capsys):
+    """pillow-heif unimportable: heic is skipped with a one-line notice on stderr and recorded in
+    results.json; the run still succeeds, and a plot is written at --plot."""
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)
+    out, plot = tmp_path / "cmp", tmp_path / "fig" / "rd.png"
+    rc = main(["compare", str(folder), "--out", str(out), "--codecs", "jpeg,heic", "--plot", str(plot)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "mixinr: notice: heic: skipped, pillow-heif is not installed" in err
+    res = json.loads((out / "results.json").read_text())
+    assert [c["name"] for c in res["codecs"]] == ["jpeg"] and res["skipped"][0].startswith("heic: skipped")
+    assert plot.exists() and plot.with_suffix(".svg").exists() and res["bd"] == []
+
+
+def test_jpeg_figures_in_results_match_pillow(folder, tmp_path):
+    """The JPEG curve in results.json equals a direct Pillow round trip of the same files."""
+    import io
+
+    out = tmp_path / "cmp"
+    assert main(["compare", str(folder), "--out", str(out), "--codecs", "jpeg", "--json"]) == 0
+    jpeg = json.loads((out / "results.json").read_text())["codecs"][0]
+    imgs = [np.asarray(Image.open(folder / f"im{i}.png").convert("RGB")) for i in range(4)]
+    for k, q in enumerate(jpeg["settings"]):
+        sizes, ps = [], []
+        for img in imgs:
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, "JPEG", quality=q)
+            sizes.append(len(buf.getvalue()))
+            ps.append(psnr(img, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))))
+        assert jpeg["results"]["bpp"][k] == sum(sizes) * 8 / (4 * 256)
+        assert jpeg["results"]["psnr-rgb"][k] == pytest.approx(np.mean(ps), abs=1e-12)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--codecs", "jpeg,bpg"], "--codecs: unknown codec 'bpg'"),
+    (["--bpp", "0"], "--bpp must be positive"),
+    (["--group-size", "0"], "--group-size must be at least 1"),
+])
+def test_cli_user_errors_are_one_line(folder, tmp_path, capsys, argv, message):
+    """Bad flags: exit 2 and one `mixinr: error:` line naming the flag."""
+    assert main(["compare", str(folder), "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mixinr: error: " + message)
