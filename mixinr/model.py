@@ -112,29 +112,38 @@ class MixtureSiren(nn.Module):
 
     def forward(self, coords: Tensor) -> Tensor:
         """RGB in [-1, 1] of every image: coords (P, 2) shared by all, or (N, P, 2) per image -> (N, P, 3)."""
-        a, c = self.arch, self.coeffs
-        w0, b0 = self.weights[0], self.biases[0]
-        if coords.dim() == 2:
-            # Shared input: K pre-activations, then mix them (linear in theta, so exact).
-            om = a.omega_first
-            zk = torch.baddbmm(
-                b0.unsqueeze(1), coords.expand(a.sets, -1, -1), w0.transpose(1, 2), beta=om, alpha=om
-            )
-            h = torch.sin((c @ zk.flatten(1)).view(self.n_images, coords.shape[0], a.width))
-        else:
-            h = _sine_layer(coords, c, w0, b0, a.omega_first)
-        for w, b in zip(self.weights[1:-1], self.biases[1:-1]):
-            h = _sine_layer(h, c, w, b, a.omega)
-        w, b = _mix(c, self.weights[-1], self.biases[-1])
-        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        return forward_mixed(coords, self.arch, self.coeffs, self.weights[0], self.biases[0], self.mixed_layers())
+
+    def mixed_layers(self) -> list[tuple[Tensor, Tensor]]:
+        """Per-image weights (N, out, in) and biases (N, out) of every layer after the first.
+
+        The first layer stays per set: its input is shared, so it is evaluated K times and mixed after.
+        Fitting mixes once per epoch and reuses the result for every pixel chunk.
+        """
+        return [_mix(self.coeffs, w, b) for w, b in zip(self.weights[1:], self.biases[1:])]
+
+
+def forward_mixed(coords: Tensor, arch: Arch, c: Tensor, w0: Tensor, b0: Tensor,
+                  mixed: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """The batched SIREN given the first layer's K sets (w0, b0) and the other layers already mixed."""
+    if coords.dim() == 2:
+        # Shared input: K pre-activations, then mix them (linear in theta, so exact).
+        om = arch.omega_first
+        zk = torch.baddbmm(b0.unsqueeze(1), coords.expand(arch.sets, -1, -1), w0.transpose(1, 2), beta=om, alpha=om)
+        h = torch.sin((c @ zk.flatten(1)).view(c.shape[0], coords.shape[0], arch.width))
+    else:
+        h = _sine(coords, *_mix(c, w0, b0), arch.omega_first)
+    for w, b in mixed[:-1]:
+        h = _sine(h, w, b, arch.omega)
+    w, b = mixed[-1]
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
 
 def _mix(c: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return torch.einsum("nk,koi->noi", c, w), c @ b
 
 
-def _sine_layer(h: Tensor, c: Tensor, w: Tensor, b: Tensor, omega: float) -> Tensor:
-    wn, bn = _mix(c, w, b)
+def _sine(h: Tensor, wn: Tensor, bn: Tensor, omega: float) -> Tensor:
     # baddbmm's beta/alpha apply omega inside the fused kernel: sin(omega*b + omega*h W^T).
     return torch.sin(torch.baddbmm(bn.unsqueeze(1), h, wn.transpose(1, 2), beta=omega, alpha=omega))
 
@@ -143,23 +152,29 @@ def _uniform(shape, bound: float, generator) -> Tensor:
     return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * bound
 
 
-def render(layers, arch: Arch, height: int, width: int, chunk: int = 1 << 16) -> Tensor:
+def render(layers, arch: Arch, height: int, width: int, chunk: int = 2048) -> Tensor:
     """Decode one image's SIREN `layers` [(W, b)] on an H x W grid, `chunk` pixels at a time.
 
     Returns float RGB (H, W, 3) in the network's [-1, 1] scale. Memory stays O(chunk * width)
-    whatever the output size.
+    whatever the output size; the default chunk keeps a layer's activations (2048 x 112 floats,
+    under 1 MB) in cache, and two buffers are reused for every layer and chunk.
     """
     device = layers[0][0].device
     out = torch.empty(height * width, 3, device=device)
     coords = grid(height, width, device=device)
+    widest = max(w.shape[0] for w, _ in layers[:-1]) if len(layers) > 1 else 1
+    bufs = [torch.empty(min(chunk, coords.shape[0]) * widest, device=device) for _ in range(2)]
     with torch.no_grad():
         for start in range(0, coords.shape[0], chunk):
             h = coords[start : start + chunk]
+            rows = h.shape[0]
             for layer, (w, b) in enumerate(layers[:-1]):
                 omega = arch.omega_first if layer == 0 else arch.omega
-                h = torch.sin(torch.addmm(b, h, w.T, beta=omega, alpha=omega))
+                nxt = bufs[layer % 2][: rows * w.shape[0]].view(rows, w.shape[0])
+                torch.addmm(b, h, w.T, beta=omega, alpha=omega, out=nxt)
+                h = nxt.sin_()
             w, b = layers[-1]
-            out[start : start + chunk] = torch.addmm(b, h, w.T)
+            torch.addmm(b, h, w.T, out=out[start : start + chunk])
     return out.view(height, width, 3)
 
 

@@ -1,0 +1,444 @@
+"""Training and decoding speed of mixinr against the seed's formulation, measured in one run.
+
+    python benchmarks/train_speed.py --json            # everything, one JSON object per line
+    python benchmarks/train_speed.py                   # the same as a table
+    python benchmarks/train_speed.py --only epoch      # a subset: epoch, flops, decode, memory, psnr
+
+Figures (see benchmarks/README.md for how each is measured):
+- epoch: ms per full-batch epoch, seed formulation (benchmarks/seed_reference.py) versus ours
+  (mixinr.train.Fitter, the code `fit` runs), median of several epochs after warm-up, and their ratio;
+- flops: achieved GFLOP/s of our training step against the best matmul rate measured here;
+- decode: megapixels per second of `render` for an 8x112 network;
+- memory: peak resident memory of a fit (fresh subprocess per figure, a few epochs only);
+- psnr: time to reach the seed's final PSNR on a CIFAR-10 group of 16 (5x16), seed's schedule vs ours.
+The last line is the machine description. Targets are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from seed_reference import SeedTrainer  # noqa: E402
+
+from mixinr.metrics import psnr  # noqa: E402
+from mixinr.model import Arch, MixtureSiren, render, to_uint8  # noqa: E402
+from mixinr.train import FitConfig, Fitter  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+# name -> (N, depth, width, H, W, dataset, epochs and T_0 of a real fit with the seed's schedule)
+CONFIGS = {
+    "cifar-N64-5x16": (64, 5, 16, 32, 32, "cifar", 10000, 1000),
+    "cifar-N16-5x16": (16, 5, 16, 32, 32, "cifar", 10000, 1000),
+    "kodak-N6-8x112-128x192": (6, 8, 112, 128, 192, "kodak", 5000, 500),
+}
+TARGETS = {"cifar-N64-5x16": 20.0, "kodak-N6-8x112-128x192": 4.0}
+SUITES = ("epoch", "flops", "decode", "memory", "psnr")
+
+
+# ----------------------------------------------------------------------------------------- data
+def load_images(dataset: str, n: int, h: int, w: int) -> tuple[list[np.ndarray], str]:
+    """Real images when ../shared/data has them, else smooth synthetic ones of the same shape."""
+    from PIL import Image
+
+    if dataset == "cifar":
+        files = sorted((DATA / "cifar10").glob("*/*.png"), key=lambda p: (int(p.parent.name), p.name))
+    else:
+        files = sorted((DATA / "kodak").glob("*.png"))
+    if len(files) >= n:
+        images = []
+        for f in files[:n]:
+            im = Image.open(f).convert("RGB")
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.Resampling.LANCZOS)
+            images.append(np.asarray(im))
+        return images, f"{dataset} files (first {n}, sorted)"
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    images = []
+    for _ in range(n):
+        img = sum(np.cos(2 * np.pi * (rng.uniform(1, 8) * y + rng.uniform(1, 8) * x) + rng.uniform(0, 6.3))
+                  for _ in range(4))
+        img = np.stack([np.roll(img, k * 3, axis=1) for k in range(3)], -1)
+        images.append(((img - img.min()) / np.ptp(img) * 255).round().astype(np.uint8))
+    return images, "synthetic (no data folder)"
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images).astype(np.float32)) / 127.5 - 1.0
+
+
+# -------------------------------------------------------------------------------------- helpers
+def median_ms(step, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def with_threads(n: int | None, fn):
+    saved = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(saved)
+
+
+def ours_fitter(name: str, images, **overrides) -> Fitter:
+    n, depth, width, h, w, _, epochs, t0 = CONFIGS[name]
+    cfg = FitConfig(epochs=epochs, t0=t0, progress=False, **overrides)
+    return Fitter(images, Arch(depth, width), cfg)
+
+
+def step_flops(n: int, pixels: int, arch: Arch) -> float:
+    """Matmul FLOPs of one training step (forward + backward), counted per pixel of every image.
+
+    Forward: 2*in*out per layer and pixel-image for the hidden and last layers; the shared first layer
+    2*2*W per pixel and set plus its mixing 2*K*W per pixel-image. Backward: twice the forward for
+    every layer (gradient of the input and of the weights), except that the first layer's input needs
+    no gradient. Sines, cosines and other elementwise work are not counted (they are not FLOPs a matmul
+    rate can be compared with), so the achieved rate is a lower bound of the work done.
+    """
+    w, k = arch.width, arch.sets
+    body = sum(2 * o * i for o, i in arch.shapes()[1:])  # hidden + last, per pixel-image
+    first = 2 * 2 * w * k * pixels + 2 * k * w * n * pixels
+    return 3.0 * body * n * pixels + 2.0 * first
+
+
+def best_matmul_gflops(shapes, threads: int | None) -> tuple[float, str]:
+    """The best rate torch.bmm reaches here over `shapes` [(batch, m, k, n)], fp32, same threads as ours."""
+
+    def run():
+        best, where = 0.0, ""
+        for b, m, k, n in shapes:
+            x, y = torch.randn(b, m, k), torch.randn(b, k, n)
+            reps = max(1, int(2e8 / (2 * b * m * k * n)))
+            for _ in range(2):
+                torch.bmm(x, y)
+            for _ in range(5):
+                start = time.perf_counter()
+                for _ in range(reps):
+                    torch.bmm(x, y)
+                rate = 2 * b * m * k * n * reps / (time.perf_counter() - start) / 1e9
+                if rate > best:
+                    best, where = rate, f"bmm {b}x({m}x{k} @ {k}x{n})"
+        return best, where
+
+    return with_threads(threads, run)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "machine": {
+            "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads_default": torch.get_num_threads(), "device": dev,
+            "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "python": platform.python_version(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        }
+    }
+
+
+# ------------------------------------------------------------------------------------ figures
+def interleaved(steps: dict, warmup: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall ms, CPU ms) of each step, the steps run in turn so that they share the machine's
+    load (this CPU is shared: a step timed alone minutes after another sees a different machine).
+    CPU time is the process's (all its threads): less sensitive to other users than wall time."""
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    wall = {k: [] for k in steps}
+    cpu = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, fn in steps.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[k].append(time.perf_counter() - w0)
+            cpu[k].append(time.process_time() - c0)
+    return {k: (1000 * statistics.median(wall[k]), 1000 * statistics.median(cpu[k])) for k in steps}
+
+
+def in_fitter(fitter: Fitter):
+    def step():
+        with fitter:
+            fitter.epoch()
+
+    return step
+
+
+def bench_epoch(name: str, quick: bool) -> dict:
+    n, depth, width, h, w, dataset, _, _ = CONFIGS[name]
+    images, source = load_images(dataset, n, h, w)
+    big = dataset == "kodak"
+    warm, reps = (1, 2 if quick else 3) if big else (2, 5 if quick else 15)
+    fitter = ours_fitter(name, images)
+    start = time.perf_counter()
+    in_fitter(fitter)()  # the first call compiles, when compiling: reported, not timed
+    first_s = time.perf_counter() - start
+    threads = fitter.threads or torch.get_num_threads()
+    seed = SeedTrainer(to_tensor(images), depth, width)
+    steps = {"ours": in_fitter(fitter), "seed": seed.step}  # the seed with torch's default threads
+    if threads != torch.get_num_threads():
+        steps["seed_same_threads"] = lambda: with_threads(threads, seed.step)
+    if fitter.compiled:
+        steps["ours_eager"] = in_fitter(ours_fitter(name, images, compile=False))
+    t = interleaved(steps, warm, reps)
+    ours, seed_ms = t["ours"][0], t["seed"][0]
+    out = {"config": name, "seed_ms": round(seed_ms, 2), "ours_ms": round(ours, 2),
+           "ratio": round(seed_ms / ours, 2)}
+    if "seed_same_threads" in t:
+        same = t["seed_same_threads"][0]
+        out.update(seed_ms_same_threads=round(same, 2), ratio_same_threads=round(same / ours, 2))
+    out.update(seed_cpu_ms=round(t["seed"][1], 2), ours_cpu_ms=round(t["ours"][1], 2),
+               ratio_cpu=round(t["seed"][1] / t["ours"][1], 2))
+    out.update(ours_eager_ms=round(t["ours_eager"][0], 2) if "ours_eager" in t else round(ours, 2),
+               compiled=fitter.compiled, first_epoch_s=round(first_s, 2), threads=threads,
+               chunk_pixels=min(fitter.chunk, h * w), target_ratio=TARGETS.get(name), images=source)
+    if name in TARGETS:
+        out["target_met"] = out["ratio"] >= TARGETS[name]
+    return out
+
+
+def bench_flops(epoch_rows: dict[str, dict], quick: bool) -> list[dict]:
+    rows = []
+    for name in ("kodak-N6-8x112-128x192", "cifar-N64-5x16"):
+        n, depth, width, h, w, dataset, _, _ = CONFIGS[name]
+        arch = Arch(depth, width)
+        if name in epoch_rows:
+            ours_ms, threads = epoch_rows[name]["ours_ms"], epoch_rows[name]["threads"]
+        else:
+            images, _ = load_images(dataset, n, h, w)
+            fitter = ours_fitter(name, images)
+            with fitter:
+                fitter.epoch()
+                ours_ms = median_ms(fitter.epoch, 1, 2 if dataset == "kodak" else 10)
+            threads = fitter.threads or torch.get_num_threads()
+        chunk = min(h * w, max(256, FitConfig().chunk_elems // (n * width)))
+        shapes = [(n, chunk, width, width), (n, 4 * chunk, width, width), (1, width, n * chunk, width),
+                  (1, 2048, 512, 512), (1, 1024, 1024, 1024)]
+        peak, where = best_matmul_gflops(shapes, threads)
+        gflops = step_flops(n, h * w, arch) / (ours_ms / 1000) / 1e9
+        row = {"figure": "train_gflops", "config": name, "gflop_per_step": round(step_flops(n, h * w, arch) / 1e9, 3),
+               "achieved_gflops": round(gflops, 2), "best_matmul_gflops": round(peak, 2), "best_matmul": where,
+               "fraction": round(gflops / peak, 3), "threads": threads,
+               "flop_count": "matmul FLOPs only: 3x forward for hidden and last layers, 2x for the shared first"}
+        if name.startswith("kodak"):
+            row.update(target_fraction=0.5, target_met=gflops / peak >= 0.5)
+        rows.append(row)
+    return rows
+
+
+def bench_decode(quick: bool) -> dict:
+    arch = Arch(8, 112)
+    model = MixtureSiren(arch, 6, generator=torch.Generator().manual_seed(0))
+    layers = [(w.detach(), b.detach()) for w, b in model.image_layers(0)]
+    h, w = (256, 384) if quick else (512, 768)
+    seconds = median_ms(lambda: render(layers, arch, h, w), 1, 3) / 1000
+    mps = h * w / seconds / 1e6
+    flop_per_px = sum(2 * o * i for o, i in arch.shapes())
+    peak, _ = best_matmul_gflops([(1, 4096, 112, 112), (1, 1024, 1024, 1024)], None)
+    return {"figure": "decode", "arch": "8x112", "size": f"{h}x{w}", "megapixels_per_s": round(mps, 3),
+            "seconds": round(seconds, 3), "gflops": round(mps * flop_per_px / 1e3, 2),
+            "bound_megapixels_per_s": round(peak * 1e3 / flop_per_px, 3),
+            "note": f"{flop_per_px} FLOP per pixel: the bound is the best matmul rate over that",
+            "target_megapixels_per_s": 5.0, "target_met": mps >= 5.0, "threads": torch.get_num_threads()}
+
+
+def _memory_child(kind: str, h: int, w: int, epochs: int) -> dict:
+    """Runs in a fresh process: peak RSS of `epochs` epochs of one Kodak-like N=6 8x112 fit."""
+    images, source = load_images("kodak", 6, h, w)
+    start = time.perf_counter()
+    if kind == "seed":
+        trainer = SeedTrainer(to_tensor(images), 8, 112)
+        for _ in range(epochs):
+            trainer.step()
+        compiled = False
+    else:
+        fitter = Fitter(images, Arch(8, 112), FitConfig(epochs=5000, t0=500, progress=False))
+        with fitter:
+            for _ in range(epochs):
+                fitter.epoch()
+        compiled = fitter.compiled
+    seconds = (time.perf_counter() - start) / epochs
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {"figure": "peak_memory", "who": kind, "size": f"{h}x{w}", "group": "N=6 8x112",
+            "peak_rss_mb": round(peak_mb, 1), "epochs_run": epochs, "s_per_epoch_incl_first": round(seconds, 2),
+            "compiled": compiled, "images": source}
+
+
+def bench_memory(quick: bool) -> list[dict]:
+    runs = [("ours", 128, 192, 2), ("seed", 128, 192, 1)]
+    if not quick:
+        runs.append(("ours", 512, 768, 1))
+    rows = []
+    for kind, h, w, epochs in runs:
+        cmd = [sys.executable, __file__, "--_memory", f"{kind}:{h}:{w}:{epochs}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            rows.append({"figure": "peak_memory", "who": kind, "size": f"{h}x{w}", "error": proc.stderr[-300:]})
+            continue
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        if kind == "ours" and h == 512:
+            row.update(target_mb=4096, target_met=row["peak_rss_mb"] < 4096)
+        rows.append(row)
+    return rows
+
+
+def _group_psnr_fp16(model: MixtureSiren, images) -> float:
+    """Mean 8-bit PSNR of the group decoded from fp16-stored weights (the seed's 'half' figure)."""
+    half = MixtureSiren(model.arch, model.n_images, model.scheme)
+    half.load_state_dict({k: v.detach().half().float() for k, v in model.state_dict().items()})
+    h, w = images[0].shape[:2]
+    return float(np.mean([psnr(to_uint8(render(half.image_layers(i), half.arch, h, w)).numpy(), im)
+                          for i, im in enumerate(images)]))
+
+
+def bench_psnr(seed_epochs: int, ours_epochs: int, ours_lr: float) -> dict:
+    """Seed: its CIFAR schedule (lr 2e-4, T_0 1000) for `seed_epochs`; the target is its final fp16 PSNR.
+    Ours: our schedule, the clock stopped at the first check (every 50 epochs) at or above the target;
+    checking time is excluded from both clocks."""
+    images, source = load_images("cifar", 16, 32, 32)
+    seed = SeedTrainer(to_tensor(images), 5, 16, t0=1000)
+    start = time.perf_counter()
+    for _ in range(seed_epochs):
+        seed.step()
+    seed_s = time.perf_counter() - start
+    half = seed.best_images()
+    target = float(np.mean([psnr(to_uint8(half[i].view(32, 32, 3)).numpy(), im) for i, im in enumerate(images)]))
+    cfg = FitConfig(epochs=ours_epochs, t0=ours_epochs, lr=ours_lr, progress=False)
+    fitter = Fitter(images, Arch(5, 16), cfg)
+    ours_s, reached, epochs_run, best = 0.0, None, 0, 0.0
+    with fitter:
+        for epoch in range(ours_epochs):
+            start = time.perf_counter()
+            fitter.epoch()
+            ours_s += time.perf_counter() - start
+            epochs_run = epoch + 1
+            if epochs_run % 50 == 0 or epochs_run == ours_epochs:
+                snapshot = _with_params(MixtureSiren(fitter.model.arch, 16), fitter._best)
+                best = _group_psnr_fp16(snapshot, images)
+                if best >= target:
+                    reached = ours_s
+                    break
+    return {"figure": "time_to_psnr", "group": "cifar N=16 5x16", "target_psnr_fp16": round(target, 2),
+            "seed_epochs": seed_epochs, "seed_s": round(seed_s, 2),
+            "seed_setting": "reduced" if seed_epochs < 10000 else "full (10000 epochs)",
+            "ours_lr": ours_lr, "ours_epochs_to_target": epochs_run if reached else None,
+            "ours_s": round(reached, 2) if reached else None, "ours_best_psnr_fp16": round(best, 2),
+            "ratio": round(seed_s / reached, 2) if reached else None, "target_ratio": 20.0,
+            "target_met": bool(reached) and seed_s / reached >= 20.0, "compiled": fitter.compiled, "images": source}
+
+
+def _with_params(model: MixtureSiren, tensors) -> MixtureSiren:
+    with torch.no_grad():
+        for p, t in zip(model.parameters(), tensors):
+            p.copy_(t)
+    return model
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true", help="one JSON object per line")
+    ap.add_argument("--only", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="per-epoch configurations to run")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, no full-size memory run")
+    ap.add_argument("--seed-epochs", type=int, default=1500,
+                    help="seed epochs for time-to-PSNR (its real schedule is 10000; reduced by default)")
+    ap.add_argument("--ours-epochs", type=int, default=1500, help="our epoch budget for time-to-PSNR")
+    ap.add_argument("--ours-lr", type=float, default=1e-3, help="our learning rate for time-to-PSNR")
+    ap.add_argument("--_memory", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args._memory:
+        kind, h, w, epochs = args._memory.split(":")
+        print(json.dumps(_memory_child(kind, int(h), int(w), int(epochs))))
+        return 0
+    suites = [s for s in args.only.split(",") if s]
+    unknown = set(suites) - set(SUITES)
+    if unknown:
+        ap.error(f"unknown figure(s): {', '.join(sorted(unknown))}")
+    rows, epoch_rows = [], {}
+
+    def emit(row):
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+
+    if "epoch" in suites:
+        for name in [c for c in args.configs.split(",") if c]:
+            epoch_rows[name] = bench_epoch(name, args.quick)
+            emit(epoch_rows[name])
+    if "flops" in suites:
+        for row in bench_flops(epoch_rows, args.quick):
+            emit(row)
+    if "decode" in suites:
+        emit(bench_decode(args.quick))
+    if "memory" in suites:
+        for row in bench_memory(args.quick):
+            emit(row)
+    if "psnr" in suites:
+        emit(bench_psnr(args.seed_epochs, args.ours_epochs, args.ours_lr))
+    emit(machine())
+    if not args.json:
+        table(rows)
+    return 0
+
+
+def table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for title, pick in (("ms per epoch", lambda r: "config" in r and "seed_ms" in r),
+                        ("other figures", lambda r: "figure" in r), ("machine", lambda r: "machine" in r)):
+        chosen = [r.get("machine", r) for r in rows if pick(r)]
+        if not chosen:
+            continue
+        keys = list(dict.fromkeys(k for r in chosen for k in r if k not in ("note", "flop_count", "images")))
+        t = Table(title=title)
+        for k in keys:
+            t.add_column(k)
+        for r in chosen:
+            t.add_row(*[_fmt(r.get(k)) for k in keys])
+        console.print(t)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "[green]yes[/]" if v else "[red]no[/]"
+    return str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

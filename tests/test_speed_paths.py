@@ -1,0 +1,117 @@
+"""The fast paths of fitting compute the same maths as the plain one.
+
+- weights mixed once per step (chunks on detached copies, gradients pushed through the mixing at the
+  end) give the gradients of the plain autograd loss, for linear and learned coefficients, mixed sizes;
+- the torch.compile'd step gives the eager step's losses (one small compile, the only one in the suite);
+- a compiler failure falls back to eager with a warning and the same result;
+- the automatic choices (compile only long fits, threads) and the thread count is restored after a fit.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import mixinr.train as train
+from mixinr.model import Arch, MixtureSiren, forward_mixed, grid
+from mixinr.train import FitConfig, Fitter, fit
+
+from conftest import smooth_image
+
+
+def _plain_grads(model, images):
+    """Gradients of the mean squared error computed the direct way: model(coords) per image, one backward."""
+    model.zero_grad()
+    total, count = 0.0, 0
+    for i, im in enumerate(images):
+        h, w = im.shape[:2]
+        target = torch.from_numpy(im.reshape(-1, 3).astype(np.float32)) / 127.5 - 1
+        out = model(grid(h, w))[i]
+        total = total + (out - target).square().sum()
+        count += target.numel()
+    (total / count).backward()
+    return [p.grad.clone() for p in model.parameters()], (total / count).item()
+
+
+@pytest.mark.parametrize("coeffs,sizes", [("linear", [(24, 24)] * 3), ("learned", [(24, 24)] * 3),
+                                          ("learned", [(20, 24), (24, 18), (10, 10)])])
+def test_mixed_once_chunked_gradients_equal_plain_autograd(coeffs, sizes):
+    """Fitter's per-step gradient (small chunks, mixing once) equals the plain full-batch gradient."""
+    images = [smooth_image(h, w, s) for s, (h, w) in enumerate(sizes)]
+    cfg = FitConfig(epochs=1, coeffs=coeffs, chunk_elems=3 * 8 * 50, compile=False, progress=False)
+    fitter = Fitter(images, Arch(3, 8, sets=3), cfg)
+    assert fitter.chunk < max(h * w for h, w in sizes)  # really several chunks
+    if coeffs == "learned":
+        with torch.no_grad():
+            fitter.model.coeffs.add_(0.1 * torch.randn(fitter.model.coeffs.shape, generator=torch.Generator().manual_seed(0)))
+    fitter.opt.zero_grad(set_to_none=True)
+    loss = fitter._gradients()
+    fast = [p.grad.clone() for p in fitter.model.parameters()]
+    plain, plain_loss = _plain_grads(fitter.model, images)
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    for a, b in zip(fast, plain):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_forward_mixed_is_the_model_forward():
+    """forward_mixed with the model's own mixed layers is exactly MixtureSiren.forward."""
+    model = MixtureSiren(Arch(3, 8), 4, generator=torch.Generator().manual_seed(2))
+    coords = grid(5, 7)
+    with torch.no_grad():
+        a = model(coords)
+        b = forward_mixed(coords, model.arch, model.coeffs, model.weights[0], model.biases[0], model.mixed_layers())
+    assert torch.equal(a, b)
+
+
+def test_compiled_step_equals_eager(images):
+    """torch.compile'd training gives the eager losses (fp32, to 1e-4 relative) on a tiny group."""
+    cfg = dict(epochs=4, t0=4, lr=1e-3, progress=False)
+    eager = fit(images[:2], Arch(2, 8), FitConfig(compile=False, **cfg))
+    fitter = Fitter(images[:2], Arch(2, 8), FitConfig(compile=True, **cfg))
+    with fitter:
+        losses = [fitter.epoch() for _ in range(4)]
+    assert fitter.compiled, "compilation failed here: the fallback ran instead"
+    assert np.allclose(losses, eager.losses, rtol=1e-4)
+
+
+def test_compile_failure_falls_back_to_eager(images, monkeypatch):
+    """If the compiled function raises, the fit warns, goes on eagerly and matches a plain eager fit."""
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no compiler here")
+
+        return run
+
+    monkeypatch.setattr(train.torch, "compile", broken_compile)
+    cfg = dict(epochs=5, t0=5, progress=False)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        fallen = fit(images, Arch(2, 8), FitConfig(compile=True, **cfg))
+    eager = fit(images, Arch(2, 8), FitConfig(compile=False, **cfg))
+    assert fallen.losses == eager.losses
+
+
+def test_auto_compile_only_for_long_fits(images):
+    """Auto (compile=None) never compiles a short fit; a huge work estimate compiles where g++ exists."""
+    short = Fitter(images, Arch(2, 8), FitConfig(epochs=50, progress=False))
+    assert not short.compiled
+    assert train._choose_compile(None, torch.device("cpu"), 1e9) is False
+    assert train._choose_compile(False, torch.device("cpu"), 1e15) is False
+    assert train._choose_compile(True, torch.device("cpu"), 1.0) is True
+    import shutil
+
+    has_cxx = shutil.which("g++") is not None or shutil.which("c++") is not None
+    assert train._choose_compile(None, torch.device("cpu"), 1e15) is has_cxx
+
+
+def test_threads_set_inside_and_restored_after(images):
+    """An explicit thread count applies during the fit and the caller's setting comes back after."""
+    before = torch.get_num_threads()
+    seen = []
+    fitter = Fitter(images[:1], Arch(2, 4), FitConfig(epochs=2, threads=1, progress=False))
+    with fitter:
+        seen.append(torch.get_num_threads())
+        fitter.epoch()
+    assert seen == [1]
+    assert torch.get_num_threads() == before
+    assert train._choose_threads(None, torch.device("cuda"), 10**9) is None
+    assert train._choose_threads(None, torch.device("cpu"), 10) == 1  # tiny steps never fan out
