@@ -10,6 +10,7 @@ the same path `mixinr decode` takes.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from mixinr import bitstream, entropy
 from mixinr.bitstream import Header, TensorCode
 from mixinr.errors import MixinrError
 from mixinr.metrics import psnr
-from mixinr.model import Arch, MixtureSiren, linear_coefficients, render, to_uint8
+from mixinr.model import Arch, MixtureSiren, grid, linear_coefficients, render, to_uint8
 from mixinr.train import FitConfig, fit
 
 # Default schedule (docs/codec.md has the measurements behind it): one cosine decay from LR to
@@ -31,9 +32,13 @@ from mixinr.train import FitConfig, fit
 DEFAULT_EPOCHS = 3000
 DEFAULT_LR = 1e-3
 DEFAULT_DEPTH = 5
-TARGET_BITS = 8  # rate control sizes the first fit for this bit depth ...
-EST_BITS_PER_PARAM = 6.5  # ... which codes at about this many bits per parameter
-SEARCH_BITS = range(16, 3, -1)  # bit depths rate control may pick
+# Rate control aims for quantisation costing TARGET_LOSS_DB of PSNR (measured near the best trade-off
+# between width and precision); the first width assumes that costs EST_BITS_PER_PARAM bits per weight,
+# and a refit happens when the first fit lands outside [LOW_LOSS_DB, HIGH_LOSS_DB].
+TARGET_LOSS_DB = 0.15
+EST_BITS_PER_PARAM = 7.5
+LOW_LOSS_DB, HIGH_LOSS_DB = 0.04, 0.6
+NO_BUDGET_LOSS_DB = 0.05  # precision "auto" without a budget
 MAX_DECODE_PIXELS = 1 << 28
 SMALL_FIT_WORK = 1 << 22  # pixels x width below which fitting runs on one thread
 PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
@@ -258,24 +263,97 @@ def fit_config(cfg: EncodeConfig, description: str = "fitting") -> FitConfig:
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress, description=description)
 
 
+def sensitivity(model: MixtureSiren, sizes, seed: int = 0) -> np.ndarray:
+    """Per tensor (file order): growth of the decoded images' mean squared error ([-1, 1] scale) per
+    unit of variance of independent noise added to each of its elements, the model of quantisation
+    noise (variance step^2 / 12). Two seeded noise draws, evaluated on the images' own grid when all
+    share one of at most 64x64 pixels, else on a 64x64 grid (a sample of the same average)."""
+    heights, widths = zip(*sizes)
+    if len(set(sizes)) == 1 and heights[0] * widths[0] <= 4096:
+        coords = grid(heights[0], widths[0])
+    else:
+        coords = grid(min(64, max(heights)), min(64, max(widths)))
+    m = copy.deepcopy(model).cpu().eval()
+    params = [p for pair in zip(m.weights, m.biases) for p in pair]
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        base = m(coords)
+        for p in params:
+            orig = p.data.clone()
+            std = max(orig.abs().max().item() / 300, 1e-8)
+            acc = 0.0
+            for _ in range(2):
+                p.data = orig + torch.randn(orig.shape, generator=gen) * std
+                acc += (m(coords) - base).square().mean().item()
+            p.data = orig
+            out.append(max(acc / 2 / std**2, 1e-12))
+    return np.array(out)
+
+
 class _Candidate:
-    """One fitted network, packed at various precisions on demand."""
+    """One fitted network, packed on demand at a setting: "fp16", "q<b>" (every tensor uses the whole
+    b-bit alphabet), or a float alpha: tensor t gets step alpha * sqrt(n_t / g_t) (g: sensitivity),
+    the steps minimising the predicted error sum_t g_t step_t^2 / 12 for a given rate
+    sum_t n_t log2(1 / step_t); the predicted error is then alpha^2 * (number of weights) / 12."""
 
-    def __init__(self, model: MixtureSiren, images, names, sizes):
-        self.model, self.images, self.names, self.sizes = model, images, names, sizes
+    def __init__(self, model: MixtureSiren, float_mse: float, images, names, sizes, seed: int):
+        self.model, self.float_mse, self.images, self.names, self.sizes = model, float_mse, images, names, sizes
+        self.seed = seed
         self.tensors, self.coeffs = _tensors(model), _coeffs_of(model)
-        self._packed: dict[str, bytes] = {}
+        self.n_weights = sum(t.size for t in self.tensors)
+        self._packed: dict = {}
+        self._g = None
 
-    def pack(self, precision: str) -> bytes:
-        if precision not in self._packed:
+    @property
+    def arch(self) -> Arch:
+        return self.model.arch
+
+    def steps(self, alpha: float) -> list[float]:
+        if self._g is None:
+            self._g = sensitivity(self.model, self.sizes, self.seed)
+        return [alpha * math.sqrt(t.size / g) for t, g in zip(self.tensors, self._g)]
+
+    def alpha_for_loss(self, db: float) -> float:
+        """The alpha whose predicted PSNR loss (vs the float network) is `db`."""
+        extra = max(self.float_mse, 1e-10) * (10 ** (db / 10) - 1)
+        return math.sqrt(12 * extra / self.n_weights)
+
+    def pack(self, setting) -> bytes:
+        key = setting if isinstance(setting, str) else float(setting)
+        if key not in self._packed:
             m = self.model
-            self._packed[precision] = _pack_tensors(m.arch, self.tensors, self.coeffs, m.scheme,
-                                                    self.names, self.sizes, precision)
-        return self._packed[precision]
+            if isinstance(setting, str):
+                data = _pack_tensors(m.arch, self.tensors, self.coeffs, m.scheme, self.names, self.sizes, setting)
+            else:
+                steps = self.steps(setting)
+                bits = entropy.bits_for(self.tensors, steps)
+                codes, payload = entropy.encode_tensors(self.tensors, bits, steps)
+                data = _write(_header(m.arch, self.names, self.sizes, m.scheme, f"q{bits}", codes), self.coeffs, payload)
+            self._packed[key] = data
+        return self._packed[key]
 
-    def psnrs(self, precision: str) -> list[float]:
-        archive = Archive.from_bytes(self.pack(precision))
+    def precision(self, setting) -> str:
+        return setting if isinstance(setting, str) else bitstream.read(self.pack(setting)).header.precision
+
+    def psnrs(self, setting) -> list[float]:
+        archive = Archive.from_bytes(self.pack(setting))
         return [psnr(archive.decode(i), im) for i, im in enumerate(self.images)]
+
+    def finest_under(self, budget: int):
+        """The smallest alpha (best quality) whose archive fits `budget` bytes, or None."""
+        lo, hi = math.log(self.alpha_for_loss(0.001)), math.log(self.alpha_for_loss(40.0))
+        if len(self.pack(math.exp(hi))) > budget:
+            return None
+        if len(self.pack(math.exp(lo))) <= budget:
+            return math.exp(lo)
+        for _ in range(24):  # bytes fall as alpha grows: bisect in log alpha
+            mid = (lo + hi) / 2
+            if len(self.pack(math.exp(mid))) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        return math.exp(hi)
 
 
 def _width_for(budget: int, depth: int, sets: int, overhead: int, bits_per_param: float) -> int:
@@ -301,27 +379,25 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
         arch = Arch(depth, width, cfg.sets)
         with _threads_for(sum(h * w for h, w in sizes) * width):
             res = fit(images, arch, fit_config(cfg, f"fitting {depth}x{width}"))
-        return _Candidate(res.model, images, names, sizes)
+        return _Candidate(res.model, res.best_loss, images, names, sizes, cfg.seed)
 
-    def evaluate(cand: _Candidate, precision: str) -> tuple[float, bytes]:
-        data = cand.pack(precision)
-        p = cand.psnrs(precision)
-        trials.append({"depth": cand.model.arch.depth, "width": cand.model.arch.width, "precision": precision,
-                       "bytes": len(data), "psnr": float(np.mean(p))})
-        return float(np.mean(p)), data
+    def evaluate(cand: _Candidate, setting) -> float:
+        p = float(np.mean(cand.psnrs(setting)))
+        trials.append({"depth": cand.arch.depth, "width": cand.arch.width, "precision": cand.precision(setting),
+                       "alpha": None if isinstance(setting, str) else setting,
+                       "bytes": len(cand.pack(setting)), "psnr": p})
+        return p
 
     if cfg.bpp is None:
         cand = fitted(cfg.depth, cfg.width)
-        precision = cfg.precision if cfg.precision != "auto" else _auto_precision(cand, evaluate)
-        best = (precision, cand)
+        setting = cfg.precision if cfg.precision != "auto" else cand.alpha_for_loss(NO_BUDGET_LOSS_DB)
     else:
-        best = _rate_control(images, names, sizes, cfg, fitted, evaluate)
-    precision, cand = best
-    data = cand.pack(precision)
+        setting, cand = _rate_control(names, sizes, cfg, fitted, evaluate)
+    data = cand.pack(setting)
     archive = Archive.from_bytes(data)  # the decode path, exactly as `mixinr decode` runs it
     encoded = [EncodedImage(n, s[1], s[0], psnr(archive.decode(i), im))
                for i, (n, s, im) in enumerate(zip(names, sizes, images))]
-    return EncodeResult(data, encoded, time.perf_counter() - start, cand.model.arch, precision, trials)
+    return EncodeResult(data, encoded, time.perf_counter() - start, cand.arch, archive.precision, trials)
 
 
 @contextmanager
@@ -337,51 +413,56 @@ def _threads_for(work: int):
         torch.set_num_threads(before)
 
 
-def _auto_precision(cand: _Candidate, evaluate) -> str:
-    """Without a budget: the fewest bits whose PSNR is within 0.05 dB of 12-bit quantisation."""
-    ref, _ = evaluate(cand, "q12")
-    chosen = "q12"
-    for bits in range(11, 3, -1):
-        p, _ = evaluate(cand, f"q{bits}")
-        if p < ref - 0.05:
-            break
-        chosen = f"q{bits}"
-    return chosen
-
-
-def _rate_control(images, names, sizes, cfg: EncodeConfig, fitted, evaluate):
+def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):
+    """(setting, candidate) with the best PSNR among archives within the budget; see docs/codec.md."""
     total_px = sum(h * w for h, w in sizes)
     budget = math.floor(cfg.bpp * total_px / 8)
     depth = cfg.depth or DEFAULT_DEPTH
     quantised = cfg.precision != "fp16"
-    smallest = _overhead(Arch(depth, 1, cfg.sets), names, sizes, cfg.coeffs, quantised)
+    overhead = _overhead(Arch(depth, 1, cfg.sets), names, sizes, cfg.coeffs, quantised)
     # The smallest network's weights at the fewest bits: ~1 bit per parameter at best.
-    min_bytes = smallest + math.ceil(bitstream.params_for(depth, 1, cfg.sets) * (1 if quantised else 16) / 8)
+    min_bytes = overhead + math.ceil(bitstream.params_for(depth, 1, cfg.sets) * (1 if quantised else 16) / 8)
     if min_bytes > budget:
         raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes for {total_px} pixels, "
                           f"even a {depth}x1 network needs about {min_bytes}")
-    if cfg.precision == "auto":
-        precisions = [f"q{b}" for b in SEARCH_BITS]
-    else:
-        precisions = [cfg.precision]
-    bits_per_param = 16.0 if cfg.precision == "fp16" else (
-        EST_BITS_PER_PARAM if cfg.precision == "auto" else max(1.0, _bits(cfg.precision) - 1.5))
-    overhead = _overhead(Arch(depth, 1, cfg.sets), names, sizes, cfg.coeffs, quantised) + 2
-    width = cfg.width or _width_for(budget, depth, cfg.sets, overhead, bits_per_param)
-    while width >= 1:
+    overhead += 2  # the width's varint may grow
+
+    def best_setting(cand):
+        if cfg.precision == "auto":
+            return cand.finest_under(budget)
+        return cfg.precision if len(cand.pack(cfg.precision)) <= budget else None
+
+    def bits_per_param(cand) -> float:
+        """Measured bits per weight at the operating point rate control aims for."""
+        setting = cand.alpha_for_loss(TARGET_LOSS_DB) if cfg.precision == "auto" else cfg.precision
+        return max((len(cand.pack(setting)) - overhead) * 8 / cand.n_weights, 0.25)
+
+    est = 16.0 if cfg.precision == "fp16" else (
+        EST_BITS_PER_PARAM if cfg.precision == "auto" else max(1.0, _bits(cfg.precision) - 0.9))
+    width = cfg.width or _width_for(budget, depth, cfg.sets, overhead, est)
+    tried: dict[int, tuple] = {}
+    while width >= 1 and width not in tried:
         cand = fitted(depth, width)
-        fitting = [p for p in precisions if len(cand.pack(p)) <= budget]
-        if fitting:
-            # More bits never hurt quality much; check the two highest that fit and keep the best.
-            scored = [(evaluate(cand, p)[0], -len(cand.pack(p)), p) for p in fitting[:2]]
-            return max(scored)[2], cand
+        setting = best_setting(cand)
+        tried[width] = (cand, setting)
         if cfg.width:
-            raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes; a {depth}x{width} network "
-                              f"needs {min(len(cand.pack(p)) for p in precisions)} at {precisions[-1]}")
-        # Measured bits per parameter at the target depth (or the only one allowed) sizes the next try.
-        probe = f"q{TARGET_BITS}" if cfg.precision == "auto" else precisions[0]
-        params = bitstream.params_for(depth, width, cfg.sets)
-        measured = (len(cand.pack(probe)) - overhead) * 8 / params
-        nxt = _width_for(budget, depth, cfg.sets, overhead, max(measured, 0.5))
-        width = min(nxt, width - 1)
-    raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes, not enough for a {depth}x1 network")
+            break
+        loss = None if setting is None or isinstance(setting, str) else 10 * math.log10(
+            1 + setting**2 * cand.n_weights / 12 / max(cand.float_mse, 1e-10))
+        if setting is not None and (loss is None or LOW_LOSS_DB <= loss <= HIGH_LOSS_DB or len(tried) > 1):
+            break
+        # Quantisation far from the intended operating point (or nothing fits): one refit at the width
+        # the measured bits per weight says fits the budget there.
+        nxt = _width_for(budget, depth, cfg.sets, overhead, bits_per_param(cand))
+        if setting is None:
+            nxt = min(nxt, width - 1)
+        width = nxt
+    fits = [(c, s) for c, s in tried.values() if s is not None]
+    if not fits:
+        if cfg.width:
+            raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes; a {depth}x{cfg.width} network "
+                              f"does not fit at {'any precision' if cfg.precision == 'auto' else cfg.precision}")
+        raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes, not enough for a {depth}x1 network")
+    scored = [(evaluate(c, s), -len(c.pack(s)), i) for i, (c, s) in enumerate(fits)]
+    cand, setting = fits[max(scored)[2]]
+    return setting, cand

@@ -9,6 +9,8 @@ and decoder see exactly the same model.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import constriction  # its submodules are attributes of a native module, not importable by path
 
@@ -30,16 +32,28 @@ def qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def quantise(t: np.ndarray, bits: int) -> tuple[np.ndarray, float]:
-    """Symbols (int32) and the float16-exact step of one tensor."""
+def quantise(t: np.ndarray, bits: int, step: float | None = None) -> tuple[np.ndarray, float]:
+    """Symbols (int32) and the float16-exact step of one tensor.
+
+    Default step: max|t| / (2^(bits-1) - 1), the whole alphabet. A given `step` (rate control's
+    per-tensor allocation) is raised where needed so every symbol stays inside the alphabet.
+    """
     t = np.asarray(t, dtype=np.float32)
     m = qmax(bits)
     peak = float(np.abs(t).max()) if t.size else 0.0
-    step = _f16(peak / m) if peak > 0 else 1.0
-    if step == 0.0 or not np.isfinite(step):  # below float16's range: the tensor is ~0
-        step = _f16(max(peak / m, 6.2e-5))
+    floor = peak / m
+    want = floor if step is None else max(float(step), floor)
+    step = _f16(want) if want > 0 else 1.0
+    if step == 0.0 or not np.isfinite(step):  # outside float16's range
+        step = _f16(min(max(want, 6.2e-5), 65000.0))
     q = np.clip(np.rint(t / np.float32(step)), -m, m).astype(np.int32)
     return q, step
+
+
+def bits_for(tensors: list[np.ndarray], steps: list[float]) -> int:
+    """The smallest bit depth whose alphabet holds every tensor at its step (capped at 16)."""
+    levels = max((float(np.abs(t).max()) / s for t, s in zip(tensors, steps) if t.size), default=1.0)
+    return int(min(16, max(2, math.ceil(math.log2(levels + 1.0)) + 1)))
 
 
 def dequantise(q: np.ndarray, step: float) -> np.ndarray:
@@ -59,11 +73,14 @@ def _candidates(q: np.ndarray) -> list[tuple[int, float]]:
     return [(FAMILIES.index("laplace"), lap), (FAMILIES.index("gaussian"), gau)]
 
 
-def encode_tensors(tensors: list[np.ndarray], bits: int) -> tuple[list[TensorCode], bytes]:
-    """Quantise and entropy code `tensors` in order -> (per-tensor codes, the coded bytes)."""
+def encode_tensors(
+    tensors: list[np.ndarray], bits: int, steps: list[float] | None = None
+) -> tuple[list[TensorCode], bytes]:
+    """Quantise (tensor i with steps[i], default the full alphabet) and entropy code `tensors` in
+    order -> (per-tensor codes, the coded bytes)."""
     codes, symbols = [], []
-    for t in tensors:
-        q, step = quantise(t, bits)
+    for i, t in enumerate(tensors):
+        q, step = quantise(t, bits, None if steps is None else steps[i])
         q = q.ravel()
         best = None
         for family, scale in _candidates(q):
