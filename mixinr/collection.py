@@ -155,7 +155,8 @@ def stored_name(name: str) -> str:
 def list_collection(input_dir, exclude=None) -> list[tuple[str, Path]]:
     """(relative posix name, path) of every image under `input_dir`, recursively, sorted by name.
 
-    Hidden files and folders are skipped, and so is `exclude` (an output folder inside the input)."""
+    Hidden files and folders are skipped, and so is `exclude` (an output folder inside the input).
+    Linked folders are followed, each real folder once (so a link loop ends)."""
     root = Path(input_dir)
     if not root.exists():
         raise MixinrError(f"{root}: no such folder")
@@ -163,9 +164,16 @@ def list_collection(input_dir, exclude=None) -> list[tuple[str, Path]]:
         raise MixinrError(f"{root}: not a folder")
     skip = Path(exclude).resolve() if exclude is not None else None
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen = {root.resolve()}  # linked folders are followed (datasets are often linked), each once
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip]
+        keep = []
+        for d in dirnames:
+            real = (here / d).resolve()
+            if not d.startswith(".") and real != skip and real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
             path = here / name
             if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
@@ -375,14 +383,20 @@ def _run_ray(tasks, fn, cfg: CollectionConfig, on_done):
 
     ray = _import_ray()
     started = False
+    # --ray-address, else RAY_ADDRESS (set by `ray job submit`), else a new local runtime: never
+    # whatever cluster happens to be running on this machine.
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or "local"
     if not ray.is_initialized():
         try:
-            if cfg.ray_address:
-                ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=logging.WARNING)
+            if "://" in address:  # Ray Client: it takes fewer options
+                ray.init(address=address)
+            elif address == "local":
+                ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            where = f"--ray-address {cfg.ray_address}" if cfg.ray_address else "--executor ray"
+            where = f"--ray-address {address}" if address != "local" else "--executor ray"
             raise MixinrError(f"{where}: cannot start or reach Ray ({_error_text(e)})") from None
         started = True
     refs: dict = {}
@@ -390,7 +404,7 @@ def _run_ray(tasks, fn, cfg: CollectionConfig, on_done):
         if cfg.gpus_per_group and ray.cluster_resources().get("GPU", 0) < cfg.gpus_per_group:
             # Ray would keep such tasks pending forever (an autoscaler may add GPUs: only warn there).
             message = f"--gpus-per-group {cfg.gpus_per_group:g}: the Ray cluster has no such GPUs"
-            if not cfg.ray_address:
+            if address == "local":
                 raise MixinrError(message)
             import warnings
 

@@ -8,6 +8,7 @@ CPUs for the whole module and are skipped only when `ray` is not installed.
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from dataclasses import replace
@@ -99,6 +100,17 @@ def fail_once(task):
     return encode_group(task)
 
 
+def crash_or_fail_once(task):
+    """First attempts: group 0 kills its worker process, the others raise; then they encode."""
+    marker = Path(task.archive).with_suffix(".failed-once")
+    if not marker.exists():
+        marker.write_text("attempt 1 failed")
+        if task.index == 0:
+            os._exit(3)
+        raise RuntimeError(f"injected failure of group {task.index}")
+    return encode_group(task)
+
+
 def fail_group_1(task):
     """Group 1 always raises (each attempt is counted in a file); the others encode."""
     if task.index == 1:
@@ -165,9 +177,10 @@ def test_local_run_writes_valid_archives_and_manifest(reference):
 
 
 def test_pool_with_retries_equals_in_process(reference, tmp_path):
-    """Two worker processes, every group failing once first: retried, and byte-identical to in-process."""
+    """Two worker processes; every group fails once first, one by killing its worker process (the
+    pool is rebuilt, the tasks it ran are charged an attempt): retried, byte-identical to in-process."""
     src, _, files = reference
-    result = encode_collection(src, tmp_path / "out", _config(workers=2, retries=1), task_fn=fail_once)
+    result = encode_collection(src, tmp_path / "out", _config(workers=2, retries=2), task_fn=crash_or_fail_once)
     assert (result.encoded, result.failed) == (3, 0)
     assert len(list((tmp_path / "out").glob("*.failed-once"))) == 3  # the failures did happen
     assert _files(tmp_path / "out") == files
@@ -176,7 +189,8 @@ def test_pool_with_retries_equals_in_process(reference, tmp_path):
 @needs_ray
 def test_ray_executor_equals_local_retries_and_resumes(reference, ray_runtime, tmp_path):
     """On a 2-CPU local Ray runtime (one test, so that parallel test workers start Ray only once):
-    1. one task per group: the same archives and manifest as in-process;
+    1. one task per group: the same archives and manifest as in-process (and a GPU request the
+       runtime cannot meet is refused instead of waiting forever);
     2. every task raising on its first attempt: Ray's retries finish the run, same output;
     3. a group failing every attempt: recorded as failed with its error, the others finish;
        rerunning resumes that group only and ends with the same output."""
@@ -185,6 +199,8 @@ def test_ray_executor_equals_local_retries_and_resumes(reference, ray_runtime, t
     assert (plain.encoded, plain.failed) == (3, 0)
     assert _files(tmp_path / "plain") == files
     assert ray_runtime.is_initialized()  # an existing runtime is used, not shut down
+    with pytest.raises(MixinrError, match="--gpus-per-group 1: the Ray cluster has no such GPUs"):
+        encode_collection(src, tmp_path / "gpu", _config(executor="ray", gpus_per_group=1))
 
     retried = encode_collection(src, tmp_path / "retried", _config(executor="ray", retries=1), task_fn=fail_once)
     assert (retried.encoded, retried.failed) == (3, 0)
