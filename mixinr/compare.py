@@ -279,8 +279,8 @@ def _bd_call(fn, curves, label: str, axis: str, notes: list) -> float:
         value = float(fn(*curves, method=BD_METHOD, require_matching_points=False))
     for w in caught:
         m = re.search(r"overlap: '([\d.]+)'", str(w.message))
-        notes.append(f"{label}: the curves overlap on only {m.group(1)}% of their joint {axis} range "
-                     "(bjontegaard warns under 75%)" if m else f"{label}: {w.message}")
+        notes.append(f"{label} over only {float(m.group(1)):.0f}% of the joint {axis} range (under 75%)"
+                     if m else f"{label}: {w.message}")
     return value
 
 
@@ -366,6 +366,8 @@ def results(curves: list[Curve], images: list[dict], skipped: list[str], notices
         "skipped": skipped,
         "notices": notices,
         "bd": bds,
+        "bd_summary": {b["anchor"]: {"bd-rate": b["bd-rate"], "bd-psnr": b["bd-quality"]}
+                       for b in bds if b["metric"] == "psnr-rgb"},
         "at_bpp": at_bpp(curves, targets),
     })
 

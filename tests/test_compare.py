@@ -140,7 +140,7 @@ def test_cli_writes_json_csv_and_a_plot_with_every_codec(folder, tmp_path, capsy
         archive_bytes[budget] = pts[0]["bytes"] + pts[2]["bytes"]
         assert mix["results"]["bpp"][k] == archive_bytes[budget] * 8 / (4 * 256)
         assert mix["results"]["psnr-rgb"][k] == pytest.approx(np.mean([p["psnr-rgb"] for p in pts]))
-    assert {b["anchor"] for b in res["bd"]} == set(names[1:])
+    assert {b["anchor"] for b in res["bd"]} == set(names[1:]) == set(res["bd_summary"])
     assert [row["bpp"] for row in res["at_bpp"]] == sorted(mix["results"]["bpp"])
 
     rows = (out / "results.csv").read_text().splitlines()
@@ -166,7 +166,9 @@ def test_cli_skips_a_missing_codec_with_a_notice(folder, tmp_path, monkeypatch, 
     out, plot = tmp_path / "cmp", tmp_path / "fig" / "rd.png"
     rc = main(["compare", str(folder), "--out", str(out), "--codecs", "jpeg,heic", "--plot", str(plot)])
     assert rc == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "wrote " in captured.out and "skipped: heic" in captured.out  # the human summary
     assert "mixinr: notice: heic: skipped, pillow-heif is not installed" in err
     res = json.loads((out / "results.json").read_text())
     assert [c["name"] for c in res["codecs"]] == ["jpeg"] and res["skipped"][0].startswith("heic: skipped")

@@ -157,18 +157,28 @@ def _human(p: dict, console) -> None:
     from rich.table import Table
 
     out = Console()
-    t = Table(title="RD points (mean over images; bpp = total bytes * 8 / total pixels)")
-    for col in ("codec", "setting", "bpp", "PSNR dB", "MS-SSIM"):
-        t.add_column(col, justify="right" if col != "codec" else "left")
+    for c in p["codecs"]:
+        if c["name"] != "mixinr":
+            continue
+        t = Table(title="mixinr (mean over images; bpp = archive bits / pixels)")
+        for col in ("budget", "bpp", "PSNR dB", "MS-SSIM", "SSIM", "seconds"):
+            t.add_column(col, justify="right")
+        r = c["results"]
+        for row in zip(c["settings"], r["bpp"], r["psnr-rgb"], r["ms-ssim"], r["ssim"], r["seconds"]):
+            t.add_row(*("-" if v is None else f"{v:.4g}" for v in row))
+        out.print(t)
+    t = Table(title="classical codecs: measured range (mean points)")
+    for col in ("codec", "points", "bpp", "PSNR dB"):
+        t.add_column(col)
     for c in p["codecs"]:
         r = c["results"]
-        for s, b, q, m in zip(c["settings"], r["bpp"], r["psnr-rgb"], r["ms-ssim"]):
-            t.add_row(c["name"], f"{s:g}", f"{b:.3f}", "-" if q is None else f"{q:.2f}",
-                      "-" if m is None else f"{m:.4f}")
+        if c["name"] != "mixinr" and r["bpp"]:
+            t.add_row(c["name"], str(len(r["bpp"])), f"{min(r['bpp']):.3f} - {max(r['bpp']):.3f}",
+                      f"{min(r['psnr-rgb']):.2f} - {max(r['psnr-rgb']):.2f}")
     out.print(t)
     if p["bd"]:
         t = Table(title="mixinr against each codec (negative BD-rate / positive BD-PSNR: mixinr better)")
-        for col in ("anchor", "metric", "BD-rate %", "BD-quality", "notes"):
+        for col in ("codec", "metric", "BD-rate %", "BD-PSNR dB / BD-MS-SSIM", "notes"):
             t.add_column(col)
         for b in p["bd"]:
             t.add_row(b["anchor"], b["metric"], "-" if b["bd-rate"] is None else f"{b['bd-rate']:+.1f}",
