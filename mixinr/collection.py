@@ -376,19 +376,22 @@ def _import_ray():
     return ray
 
 
-def _run_ray(tasks, fn, cfg: CollectionConfig, on_done):
-    """One Ray task per group. Ray retries a task that raised (or whose worker died) `retries`
-    times; a runtime this function started is shut down afterwards, an existing one is reused."""
+@contextlib.contextmanager
+def _ray_session(cfg: CollectionConfig):
+    """Ray, connected: --ray-address, else RAY_ADDRESS (set by `ray job submit`), else a new local
+    runtime (never whatever cluster happens to run on this machine). An already initialised Ray
+    (a notebook, a test) is used as it is. What this starts or joins, it leaves afterwards."""
     import logging
 
     ray = _import_ray()
-    started = False
-    # --ray-address, else RAY_ADDRESS (set by `ray job submit`), else a new local runtime: never
-    # whatever cluster happens to be running on this machine.
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-    if not ray.is_initialized():
+    owned = not ray.is_initialized()
+    if owned:
+        where = "--executor ray" if address == "local" else (
+            f"--ray-address {address}" if cfg.ray_address else f"RAY_ADDRESS={address}")
+        _probe(address, where)
         try:
-            if "://" in address:  # Ray Client: it takes fewer options
+            if "://" in address:  # Ray Client takes fewer options
                 ray.init(address=address)
             elif address == "local":
                 ray.init(address="local", include_dashboard=False, log_to_driver=False,
@@ -396,19 +399,41 @@ def _run_ray(tasks, fn, cfg: CollectionConfig, on_done):
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            where = f"--ray-address {address}" if address != "local" else "--executor ray"
             raise MixinrError(f"{where}: cannot start or reach Ray ({_error_text(e)})") from None
-        started = True
-    refs: dict = {}
     try:
         if cfg.gpus_per_group and ray.cluster_resources().get("GPU", 0) < cfg.gpus_per_group:
-            # Ray would keep such tasks pending forever (an autoscaler may add GPUs: only warn there).
+            # Such tasks would wait forever. A cluster named by address may be autoscaling and
+            # still add GPU nodes, so there it is only a warning.
             message = f"--gpus-per-group {cfg.gpus_per_group:g}: the Ray cluster has no such GPUs"
             if address == "local":
                 raise MixinrError(message)
             import warnings
 
-            warnings.warn(message + "; tasks wait until GPU nodes join", stacklevel=2)
+            warnings.warn(message + "; tasks wait until GPU nodes join", stacklevel=3)
+        yield ray
+    finally:
+        if owned:
+            ray.shutdown()
+
+
+def _probe(address: str, where: str) -> None:
+    """Fail fast on an unreachable HOST:PORT: Ray itself keeps retrying for minutes."""
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "local", "auto": Ray resolves those
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise MixinrError(f"{where}: cannot reach {host}:{port} ({e.strerror or type(e).__name__})") from None
+
+
+def _run_ray(ray, tasks, fn, cfg: CollectionConfig, on_done):
+    """One Ray task per group, asking for `threads` CPUs and `gpus_per_group` GPUs. Ray retries a
+    task that raised (or whose worker or node died) `retries` times."""
+    refs: dict = {}
+    try:
         remote = ray.remote(_call).options(
             num_cpus=cfg.threads,
             num_gpus=cfg.gpus_per_group,
@@ -432,8 +457,6 @@ def _run_ray(tasks, fn, cfg: CollectionConfig, on_done):
         for ref in refs:  # interrupted: stop what is still queued or running
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        if started:
-            ray.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,7 +567,6 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
                 "use a new output folder or the same settings"
             )
         previous = _previous_results(old)
-    out.mkdir(parents=True, exist_ok=True)
 
     results: dict[int, dict] = {}
     tasks = []
@@ -568,7 +590,11 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
             atomic_write(manifest_path, text.encode())
 
     start = time.perf_counter()
-    with _GroupProgress(cfg, len(groups), results.values()) as bar:
+    # Ray is started (or joined) before anything is written, and only when there is work for it.
+    session = _ray_session(cfg) if cfg.executor == "ray" and tasks else contextlib.nullcontext()
+    with session as ray, _GroupProgress(cfg, len(groups), results.values()) as bar:
+        out.mkdir(parents=True, exist_ok=True)
+
         def on_done(task: GroupTask, summary: dict | None, error: str | None):
             if error is None:
                 results[task.index] = {"status": "done", "bytes": summary["bytes"],
@@ -583,7 +609,7 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
         write()
         if tasks:
             if cfg.executor == "ray":
-                _run_ray(tasks, task_fn, cfg, on_done)
+                _run_ray(ray, tasks, task_fn, cfg, on_done)
             elif cfg.workers > 1 and len(tasks) > 1:
                 _run_pool(tasks, task_fn, cfg.retries, min(cfg.workers, len(tasks)), on_done)
             else:

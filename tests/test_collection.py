@@ -9,6 +9,7 @@ CPUs for the whole module and are skipped only when `ray` is not installed.
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -325,6 +326,8 @@ def test_cli_matches_api_and_prints_json(reference, tmp_path, capsys):
         ("size", r"--group-size 0: must be at least 1"),
         ("gpus", r"--gpus-per-group: only with --executor ray"),
         ("ray", r"--executor ray: Ray is not installed \(pip install 'mixinr\[ray\]'\)"),
+        ("address-local", r"--ray-address: only with --executor ray"),
+        pytest.param("unreachable", r"--ray-address 127\.0\.0\.1:1: cannot reach 127\.0\.0\.1:1", marks=needs_ray),
     ],
 )
 def test_cli_errors_are_one_line(case, message, tmp_path, capsys, monkeypatch):
@@ -340,14 +343,19 @@ def test_cli_errors_are_one_line(case, message, tmp_path, capsys, monkeypatch):
         "size": [str(tmp_path / "ok"), "--group-size", "0"],
         "gpus": [str(tmp_path / "ok"), "--gpus-per-group", "1"],
         "ray": [str(tmp_path / "ok"), "--executor", "ray"],
+        "address-local": [str(tmp_path / "ok"), "--ray-address", "auto"],
+        # Nothing listens on port 1: refused at once, before Ray spends minutes retrying.
+        "unreachable": [str(tmp_path / "ok"), "--executor", "ray", "--ray-address", "127.0.0.1:1"],
     }[case]
     if case == "ray":
-        monkeypatch.setitem(__import__("sys").modules, "ray", None)  # import ray -> ImportError
+        monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    if case == "unreachable":  # as in a fresh process, even after this module's Ray test
+        monkeypatch.setattr(importlib.import_module("ray"), "is_initialized", lambda: False)
     if "--group-size" not in argv:
         argv += ["--group-size", "2"]
     code = main(["encode-collection", *argv, "-o", str(tmp_path / "out"), *CLI_ENC])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("mixinr: error: ")
-    assert __import__("re").search(message, err)
+    assert re.search(message, err)
     assert not (tmp_path / "out").exists()
