@@ -154,6 +154,22 @@ def test_grouping_by_folder_and_by_stride(tmp_path):
         make_groups([("a/b.png", Path("x")), ("a__b.png", Path("y"))], 2, "stride")
 
 
+def test_detail_grouping_strides_from_smooth_to_detailed(tmp_path):
+    """detail: images sorted by detail_score (flat < smooth < smooth+noise < noise), then group i
+    of G takes that list's [i::G], so each group mixes smooth and detailed images."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    smooth = smooth_image(16, 16, 1)
+    noisy = np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255).astype(np.uint8)
+    images = {"a.png": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "b.png": np.full((16, 16, 3), 128, np.uint8),
+              "c.png": noisy, "d.png": smooth}
+    for name, im in images.items():
+        write_png(tmp_path / name, im)
+    groups = make_groups(list_collection(tmp_path), 2, "detail")
+    assert [g.names for g in groups] == [("b.png", "c.png"), ("d.png", "a.png")]
+
+
 def test_local_run_writes_valid_archives_and_manifest(reference):
     """Each archive holds its group's images; the manifest's bytes, bpp and PSNR are the real ones."""
     src, out, files = reference
@@ -315,6 +331,26 @@ def test_cli_matches_api_and_prints_json(reference, tmp_path, capsys):
     assert (payload["groups"], payload["images"], payload["encoded"], payload["failed"]) == (3, 5, 3, 0)
     assert payload["bytes"] == sum(len(v) for k, v in files.items() if k.endswith(".mixinr"))
     assert _files(out) == files
+
+
+def test_cli_reports_an_unreadable_image_as_a_failed_group(reference, tmp_path, capsys):
+    """A corrupt file fails its group only: the manifest says why, the rest is encoded, exit 1."""
+    src, _, files = reference
+    shutil.copytree(src, tmp_path / "in")
+    (tmp_path / "in" / "b" / "1.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    code = main(["encode-collection", str(tmp_path / "in"), "-o", str(out), "--group-size", "2", *CLI_ENC,
+                 "--retries", "0", "--json"])
+    assert code == 1
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert (payload["encoded"], payload["failed"]) == (2, 1)
+    assert payload["failures"][0]["archive"] == "group-0002.mixinr"
+    assert "b/1.png: not a readable image" in payload["failures"][0]["error"]
+    assert "1 of 3 groups failed" in captured.err
+    assert _manifest(out)["groups"][2]["status"] == "failed"
+    assert {k: v for k, v in _files(out).items() if k != MANIFEST} == {
+        k: v for k, v in files.items() if k in ("group-0000.mixinr", "group-0001.mixinr")}
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--group-size", type=int, required=True, metavar="N", help="images per group (at most)")
     p.add_argument("--grouping", choices=GROUPINGS, default="folder",
                    help="folder: consecutive sorted names within each folder (default); "
-                        "stride: group i of G takes sorted images[i::G], across folders")
+                        "stride: group i of G takes sorted images[i::G], across folders; "
+                        "detail: the same striding over images sorted smooth to detailed (the seed's)")
     enc = p.add_argument_group("encoding (per group, see `mixinr encode`)")
     enc.add_argument("--bpp", type=float, help="cap on archive bits per pixel")
     enc.add_argument("--depth", type=int, help="sine layers (instead of --bpp)")
