@@ -115,16 +115,20 @@ def kodak_group_indices(n: int) -> list[list[int]]:
 def kodak_groups(images: dict[int, tuple[str, np.ndarray]], n: int) -> list[Group]:
     """The seed's groups of size N, each restricted to the images present (a warning when some are
     missing; groups with none present are left out)."""
-    groups = []
+    groups, absent = [], []
     for g, indices in enumerate(kodak_group_indices(n)):
         present = [i for i in indices if i in images]
+        if not present:
+            absent.append(str(g))
+            continue
         if len(present) < len(indices):
             missing = ", ".join(f"kodim{i + 1:02d}" for i in indices if i not in images)
             warnings.warn(f"Kodak group {g} of N={n}: missing {missing}; fitting the {len(present)} present",
                           stacklevel=2)
-        if present:
-            groups.append(Group(key=f"N={n}/g={g}", label="_".join(map(str, present)),
-                                names=[images[i][0] for i in present], images=[images[i][1] for i in present]))
+        groups.append(Group(key=f"N={n}/g={g}", label="_".join(map(str, present)),
+                            names=[images[i][0] for i in present], images=[images[i][1] for i in present]))
+    if absent:
+        warnings.warn(f"Kodak N={n}: no image of group(s) {', '.join(absent)} present; left out", stacklevel=2)
     return groups
 
 

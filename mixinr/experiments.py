@@ -103,12 +103,13 @@ def quick_config(dataset: str, **overrides) -> ExperimentConfig:
     """A reduced profile that runs in minutes on a 2-core CPU; NOT the paper's setting.
 
     CIFAR-10: classes 0 and 2 (airplane, bird), N in {4, 16}, the four nets, 500 epochs (T_0 = 100).
-    Kodak: images at 64 x 96, 8 x {112, 56} at N = 6 and 8 x 112 at N = 12, one group each, 150 epochs (T_0 = 50).
+    Kodak: images at 32 x 48, 8 x {112, 56} at N = 6 and 8 x 112 at N = 3, the first group of each, 120 epochs
+    (T_0 = 40).
     ImageNet: images at 64 x 64, the first 2 classes of the slice, N in {2, 4}, 7 x 49, 300 epochs (T_0 = 100).
     """
     if dataset == "kodak":
-        cfg = paper_config(dataset, epochs=150, t0=50, kodak_size=(64, 96), max_groups=1,
-                           sweeps=[Sweep("width", [(8, 112), (8, 56)], [6]), Sweep("groupsize", [(8, 112)], [6, 12])])
+        cfg = paper_config(dataset, epochs=120, t0=40, kodak_size=(32, 48), max_groups=1,
+                           sweeps=[Sweep("width", [(8, 112), (8, 56)], [6]), Sweep("groupsize", [(8, 112)], [3, 6])])
     elif dataset == "cifar10":
         cfg = paper_config(dataset, epochs=500, t0=100, classes=[0, 2],
                            sweeps=[Sweep("best-of-four", CIFAR_NETS, [4, 16], True)])
@@ -367,7 +368,8 @@ def summarize(rows: list[dict], sweep: Sweep) -> list[dict]:
         k = (n,) if sweep.best_of else (n, r["depth"], r["width"])
         buckets.setdefault(k, []).append(r)
     out = []
-    for k in sorted(buckets, key=lambda k: (k[1:], k[0]) if len(k) > 1 else k):
+    order = {tuple(net): i for i, net in enumerate(sweep.nets)}  # the sweep's own order (widest first)
+    for k in sorted(buckets, key=lambda k: (order.get(k[1:], -1), k[0])):
         rs = buckets[k]
         chosen = {}
         for r in rs:

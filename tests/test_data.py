@@ -139,8 +139,11 @@ def test_kodak_groups_follow_sorted_freq():
 def test_kodak_groups_with_missing_images_warn():
     """With only some images present, groups keep those (in SORTED_FREQ order) and warn."""
     present = {i: (f"kodim{i + 1:02d}.png", _rgb(2, 3, i)) for i in (2, 11, 7, 5, 19)}
-    with pytest.warns(UserWarning, match="missing"):
+    with pytest.warns(UserWarning) as record:
         groups = data.kodak_groups(present, 6)
+    messages = [str(w.message) for w in record]
+    assert any("group 0 of N=6: missing kodim15, kodim11" in m for m in messages)
+    assert any("group(s) 2, 3 present; left out" in m for m in messages)
     # N=6 groups: [11, 2, 14, 5, 10, 7], [19, 9, 15, 18, 13, 4], two with none present.
     assert [g.names for g in groups] == [["kodim12.png", "kodim03.png", "kodim06.png", "kodim08.png"],
                                          ["kodim20.png"]]

@@ -111,8 +111,9 @@ def test_kodak_sweeps_share_the_common_group(tmp_path):
         write_png(tmp_path / "kodak" / f"kodim{i:02d}.png", img)
     cfg = E.paper_config("kodak", epochs=2, t0=2, kodak_size=(4, 6), max_groups=1, progress=False,
                          sweeps=[E.Sweep("width", [(2, 8), (2, 4)], [6]), E.Sweep("groupsize", [(2, 8)], [6, 12])])
-    with pytest.warns(UserWarning, match="missing"):
+    with pytest.warns(UserWarning) as record:
         report = E.run_experiment(cfg, tmp_path / "kodak", tmp_path / "out")
+    assert any("group 0 of N=6: missing" in str(w.message) for w in record)
     assert len(report.rows) == 3 and report.resumed == 0
     assert [s["groups"] for s in report.summaries["groupsize"]] == [1, 1]
     assert report.rows[0]["run"] == "mixture_model_6_2_2_8_kodak_11_2_14_5_sine"
@@ -158,3 +159,17 @@ def test_cli_json_and_filters(cifar_tree, tmp_path, monkeypatch, capsys):
     assert payload["skipped"] == ["class 1, N=16: only 4 images"]
     assert main(["reproduce", "cifar10", "--data", str(cifar_tree), "--net", "5by16"]) == 2
     assert "--net '5by16'" in capsys.readouterr().err
+
+
+def test_imagenet_sweep_on_class_folders(tmp_path):
+    """ImageNet: classes from the slice, first N files of each, images resized to the training size,
+    run names imagenet_{class}_{N}_{epochs}_{L}_{W}."""
+    for c in range(3):
+        for i in range(3):
+            write_png(tmp_path / "inet" / f"n{c:02d}" / f"{i}.png", smooth_image(12, 10, c * 3 + i))
+    cfg = E.paper_config("imagenet", epochs=2, t0=2, imagenet_size=8, imagenet_class_slice=(1, 3),
+                         progress=False, sweeps=[E.Sweep("groupsize", [(2, 4)], [2, 3])], max_groups=1)
+    report = E.run_experiment(cfg, tmp_path / "inet", tmp_path / "out")
+    assert [r["group"] for r in report.rows] == ["class=n01/N=2", "class=n01/N=3"]
+    assert report.rows[1]["run"] == "imagenet_n01_3_2_2_4" and report.rows[1]["image_size"] == [8, 8]
+    assert report.rows[1]["bpp"] == pytest.approx(report.rows[1]["bytes"] * 8 / (3 * 64))
