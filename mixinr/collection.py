@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,11 @@ class CollectionConfig:
     """How to split a collection and where to run its groups. `encode` is a codec.EncodeConfig."""
 
     group_size: int
-    grouping: str = "folder"  # "folder": consecutive sorted names per folder; "stride": images[i::G]
+    grouping: str = "folder"  # see make_groups: "folder", "stride" or "detail"
     encode: Any = None  # codec.EncodeConfig; None -> EncodeConfig()
     executor: str = "local"
     workers: int = 1  # local: processes working at once (1 = in this process)
-    ray_address: str | None = None  # None: start a local Ray runtime for the run
+    ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray runtime for the run
     gpus_per_group: float = 0.0  # Ray: GPUs requested by each task (fractions share a GPU)
     threads: int = 1  # torch threads per group (and Ray CPUs per task)
     retries: int = 2  # extra attempts for a group whose task raised
@@ -304,7 +304,7 @@ def _valid_archive(path: Path, names) -> bytes | None:
         return None
     try:
         archive = Archive.from_bytes(data, str(path))
-    except MixinrError:
+    except Exception:  # whatever the parser trips on, it is not a finished archive
         return None
     if list(archive.names) != list(names):
         raise MixinrError(
