@@ -176,19 +176,26 @@ def measure_codec(codec: Codec, images, names, settings=None, on_step: Callable[
     return curve
 
 
-def groups_of(n: int, group_size: int | None) -> list[range]:
-    """Indices of consecutive groups of `group_size` (all in one group when None)."""
-    size = n if not group_size else group_size
-    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+def groups_of(n: int, group_size: int | None, keys=None) -> list[list[int]]:
+    """Consecutive groups of at most `group_size` indices (no limit when None); with `keys` (one per
+    image, e.g. its folder), a group never spans two keys."""
+    keys = [0] * n if keys is None else list(keys)
+    groups: list[list[int]] = []
+    for i in range(n):
+        if not groups or keys[i] != keys[groups[-1][0]] or (group_size and len(groups[-1]) >= group_size):
+            groups.append([])
+        groups[-1].append(i)
+    return groups
 
 
-def measure_mixinr(images, names, bpps, group_size=None, epochs=None, seed=0, device="auto",
+def measure_mixinr(images, names, bpps, groups: list[list[int]] | None = None, epochs=None, seed=0, device="auto",
                    on_group: Callable[[float, int, int], None] | None = None) -> tuple[Curve, list[str]]:
     """Encode each group under each bpp budget, decode every image from the archive bytes, measure.
 
     A budget the codec refuses (too small for the group) is left out with a notice, as is any
-    disagreement between the encoder's reported PSNR and the decoded archive's. Returns the curve
-    (possibly without settings) and the notices.
+    disagreement between the encoder's reported PSNR and the decoded archive's. `groups` lists the
+    image indices of each archive (default: all in one). Returns the curve (possibly without
+    settings) and the notices.
     """
     from mixinr.codec import Archive, EncodeConfig, encode
     from mixinr.errors import MixinrError
@@ -196,7 +203,7 @@ def measure_mixinr(images, names, bpps, group_size=None, epochs=None, seed=0, de
     curve = Curve("mixinr", "mixinr (mixture SIREN, one archive per group)", "bpp budget")
     notices = []
     pixels = sum(im.shape[0] * im.shape[1] for im in images)
-    groups = groups_of(len(images), group_size)
+    groups = groups if groups is not None else groups_of(len(images), None)
     for budget in bpps:
         points, total, seconds = [], 0, 0.0
         try:

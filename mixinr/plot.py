@@ -33,7 +33,8 @@ def _title(results: dict) -> str:
 def _bd_label(results: dict, name: str, metric: str) -> str:
     for b in results.get("bd", []):
         if b["anchor"] == name and b["metric"] == metric and b.get("bd-rate") is not None:
-            return f"  (mixinr BD-rate {b['bd-rate']:+.0f}%)"
+            thin = any(n.startswith("BD-rate over only") for n in b.get("notes", []))
+            return f"  (mixinr BD-rate {b['bd-rate']:+.0f}%{'*' if thin else ''})"
     return ""
 
 
@@ -72,6 +73,9 @@ def render(results: dict, metric: str = "psnr-rgb"):
     ax.grid(True, which="minor", alpha=0.12)
     # Outside the axes: a legend must never hide a curve.
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8.5, frameon=False)
+    if any(t.get_text().endswith("*)") for t in ax.get_legend().get_texts()):
+        fig.text(0.01, 0.01, "* BD-rate over less than 75% of the joint quality range",
+                 ha="left", va="bottom", fontsize=7.5, color="0.35")
     fig.tight_layout()
     return fig
 

@@ -98,9 +98,12 @@ def test_mean_point_is_mean_psnr_and_total_bytes_over_total_pixels():
 
 
 def test_groups_split_sorted_images_consecutively():
-    """--group-size N splits the (sorted) images into consecutive groups; default is one group."""
-    assert groups_of(5, None) == [range(0, 5)]
-    assert groups_of(5, 2) == [range(0, 2), range(2, 4), range(4, 5)]
+    """--group-size N splits the (sorted) images into consecutive groups; default is one group;
+    --group-by folder never lets a group span two folders."""
+    assert groups_of(5, None) == [[0, 1, 2, 3, 4]]
+    assert groups_of(5, 2) == [[0, 1], [2, 3], [4]]
+    assert groups_of(5, 2, keys="aaabb") == [[0, 1], [2], [3, 4]]
+    assert groups_of(5, None, keys="aabbb") == [[0, 1], [2, 3, 4]]
 
 
 @pytest.fixture
@@ -204,3 +207,17 @@ def test_cli_user_errors_are_one_line(folder, tmp_path, capsys, argv, message):
     assert main(["compare", str(folder), "--out", str(tmp_path / "o"), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mixinr: error: " + message)
+
+
+def test_cli_reads_a_tree_of_folders_and_groups_by_folder(tmp_path):
+    """A parent folder of class folders is read recursively, sorted by (folder, name); with
+    --group-by folder --group-size 2 the mixinr groups never span two folders."""
+    for folder, stems in (("b", ["y2", "y1"]), ("a", ["x3", "x1", "x2"])):
+        for i, stem in enumerate(stems):
+            write_png(tmp_path / "tree" / folder / f"{stem}.png", smooth_image(12, 12, i))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "tree"), "--out", str(out), "--codecs", "webp", "--group-by", "folder",
+                 "--group-size", "2", "--json"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [im["name"] for im in res["images"]] == ["x1.png", "x2.png", "x3.png", "y1.png", "y2.png"]
+    assert res["config"]["groups"] == [["x1.png", "x2.png"], ["x3.png"], ["y1.png", "y2.png"]]

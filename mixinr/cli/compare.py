@@ -37,7 +37,10 @@ def register(subparsers) -> None:
     p.add_argument("--plot", metavar="PNG", help="RD plot path (default OUT/rd.png); an SVG is written beside it")
     p.add_argument("--epochs", type=int, help="mixinr fitting epochs (default: the codec's schedule)")
     p.add_argument("--group-size", type=int, metavar="N",
-                   help="mixinr: split the sorted images into groups of N (default: all in one group)")
+                   help="mixinr: split the sorted images into groups of at most N (default: no limit)")
+    p.add_argument("--group-by", choices=("all", "folder"), default="all",
+                   help="mixinr: all: the images form one group (default); folder: one group per folder "
+                        "(e.g. a CIFAR-10 tree with one folder per class)")
     p.add_argument("--seed", type=int, default=0, help="mixinr seed (default 0)")
     p.add_argument("--device", default="auto", help="mixinr device: auto, cpu or cuda")
     add_json_flag(p)
@@ -55,20 +58,32 @@ def _parse_codecs(text: str) -> list[str]:
 
 
 def _load(inputs):
-    from mixinr.images import expand_inputs, read_image
+    """Image paths sorted by (folder, name), their folders, and the decoded images. A folder given
+    as INPUT is searched recursively, so a tree of class folders works; each image's folder is
+    kept for --group-by folder."""
+    from mixinr.images import IMAGE_SUFFIXES, expand_inputs, read_image
 
-    paths = sorted(expand_inputs(inputs), key=lambda p: (p.name, str(p)))
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = [p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            if not found:
+                raise MixinrError(f"{item}: folder holds no images (subfolders included)")
+            paths.extend(found)
+        else:
+            paths.extend(expand_inputs([item]))  # its one-line errors for a missing file
+    paths = sorted(dict.fromkeys(paths), key=lambda p: (str(p.parent), p.name))
     names = [p.name for p in paths]
     if len(set(names)) != len(names):  # same file name in two folders: keep them apart
         names = [str(p) for p in paths]
-    return names, [read_image(p) for p in paths]
+    return names, [str(p.parent) for p in paths], [read_image(p) for p in paths]
 
 
 def run_compare(args) -> int:
     from rich.console import Console
 
     from mixinr import baselines
-    from mixinr.compare import measure_codec, measure_mixinr, results, results_csv
+    from mixinr.compare import groups_of, measure_codec, measure_mixinr, results, results_csv
     from mixinr.images import atomic_write
     from mixinr.plot import plot_rd
 
@@ -83,7 +98,8 @@ def run_compare(args) -> int:
     if out.exists() and not out.is_dir():
         raise MixinrError(f"{out}: exists and is not a folder")
     plot_path = Path(args.plot) if args.plot else out / "rd.png"
-    names, images = _load(args.inputs)
+    names, folders, images = _load(args.inputs)
+    groups = groups_of(len(images), args.group_size, folders if args.group_by == "folder" else None)
 
     console = Console(stderr=True)
     live = console.is_terminal
@@ -107,7 +123,7 @@ def run_compare(args) -> int:
                 if live:
                     console.print(f"mixinr: {budget:g} bpp, group {g + 1}/{n}")
 
-            curve, extra = measure_mixinr(images, names, args.bpp, group_size=args.group_size,
+            curve, extra = measure_mixinr(images, names, args.bpp, groups=groups,
                                           epochs=args.epochs, seed=args.seed, device=args.device, on_group=status)
             for line in extra:
                 notice(line)
@@ -139,6 +155,7 @@ def run_compare(args) -> int:
     curves.sort(key=lambda c: order.get(c.name, len(order)))
     images_meta = [{"name": n, "width": im.shape[1], "height": im.shape[0]} for n, im in zip(names, images)]
     config = {"codecs": codec_names, "bpp": args.bpp, "epochs": args.epochs, "group_size": args.group_size,
+              "group_by": args.group_by, "groups": [[names[i] for i in g] for g in groups],
               "seed": args.seed, "settings": {c.name: c.settings for c in classical}}
     res = results(curves, images_meta, skipped, notices, config)
     atomic_write(out / "results.json", (json.dumps(res, indent=1) + "\n").encode())
