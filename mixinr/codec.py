@@ -39,7 +39,7 @@ TARGET_LOSS_DB = 0.6
 EST_BITS_PER_PARAM = 6.2
 LOW_LOSS_DB, HIGH_LOSS_DB = 0.25, 1.5
 NO_BUDGET_LOSS_DB = 0.05  # precision "auto" without a budget
-MAX_DECODE_PIXELS = 1 << 28
+MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB
 SMALL_FIT_WORK = 1 << 22  # pixels x width below which fitting runs on one thread
 PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
 

@@ -170,3 +170,12 @@ def test_bad_archive_in_subprocess_prints_no_traceback(encoded, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "checksum mismatch" in proc.stderr and not (tmp_path / "d").exists()
+
+
+def test_demo_runs(capsys):
+    """`mixinr demo --json` (shortened fit) compresses its 8 tiles under its 2 bpp budget and reports PSNR."""
+    assert main(["demo", "--epochs", "30", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["images"]) == 8 and report["bpp"] <= 2.0
+    assert report["bytes"] * 8 / (8 * 32 * 32) == report["bpp"]
+    assert all(np.isfinite(im["psnr"]) and im["psnr"] > 5 for im in report["images"])

@@ -113,6 +113,8 @@ def test_rate_control_stays_under_budget(group, bpp):
     if bpp == 12.0:
         small = encode(images, names, EncodeConfig(bpp=3.0, **FAST))
         assert r.arch.width > small.arch.width
+    if bpp == 6.0:  # rate control is deterministic too
+        assert encode(images, names, EncodeConfig(bpp=bpp, **FAST)).data == r.data
 
 
 def test_rate_control_fp16_and_fixed_width(group):
@@ -233,3 +235,14 @@ def test_fuzz_archive_decoding(flips, cut, fix_crc):
             a.decode(i)
     except MixinrError:
         pass
+
+
+def test_refit_when_first_width_is_off(group, monkeypatch):
+    """A first width far too wide for the budget (a wrong bits-per-weight guess) is corrected by a
+    narrower refit, and the result still fits the budget."""
+    images, names = group
+    monkeypatch.setattr(codec, "EST_BITS_PER_PARAM", 0.5)
+    r = encode(images, names, EncodeConfig(bpp=4.0, **FAST))
+    assert r.bpp <= 4.0
+    first = codec._width_for(int(4.0 * 3 * 144 / 8), 5, 2, 0, 0.5)
+    assert r.arch.width < first
