@@ -72,6 +72,8 @@ class CollectionConfig:
             raise MixinrError(f"--gpus-per-group {self.gpus_per_group}: must be 0 or more")
         if self.gpus_per_group and self.executor != "ray":
             raise MixinrError("--gpus-per-group: only with --executor ray (locally, use --device cuda)")
+        if self.workers > 1 and self.executor == "ray":
+            raise MixinrError("--workers: only with --executor local (Ray runs as many groups as it has CPUs)")
         if self.ray_address and self.executor != "ray":
             raise MixinrError("--ray-address: only with --executor ray")
 

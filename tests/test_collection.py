@@ -149,6 +149,13 @@ def test_grouping_by_folder_and_by_stride(tmp_path):
     stride = make_groups([(n, Path(n)) for n in reversed(names)], 3, "stride")
     assert [g.names for g in stride] == [tuple(names[i::3]) for i in range(3)]
     assert [len(g.names) for g in make_groups([(n, Path(n)) for n in names], 7, "stride")] == [7]
+    # Linked folders are followed once (a link back up ends there); an output folder inside is skipped.
+    write_png(tmp_path / "elsewhere" / "x.png", smooth_image(8, 8, 5))
+    os.symlink(tmp_path / "elsewhere", tmp_path / "in" / "linked")
+    os.symlink(tmp_path / "in", tmp_path / "in" / "a" / "loop")
+    write_png(tmp_path / "in" / "out" / "decoded.png", smooth_image(8, 8, 6))
+    names_now = [n for n, _ in list_collection(tmp_path / "in", exclude=tmp_path / "in" / "out")]
+    assert names_now == ["a/0.png", "a/1.png", "a/2.png", "b/0.png", "b/1.png", "linked/x.png"]
     assert by_folder[0].stored_names == ("a__0.png", "a__1.png")  # archives hold plain file names
     with pytest.raises(MixinrError, match="a/b.png: its archive name 'a__b.png' clashes"):
         make_groups([("a/b.png", Path("x")), ("a__b.png", Path("y"))], 2, "stride")
@@ -363,6 +370,7 @@ def test_cli_reports_an_unreadable_image_as_a_failed_group(reference, tmp_path, 
         ("gpus", r"--gpus-per-group: only with --executor ray"),
         ("ray", r"--executor ray: Ray is not installed \(pip install 'mixinr\[ray\]'\)"),
         ("address-local", r"--ray-address: only with --executor ray"),
+        ("workers-ray", r"--workers: only with --executor local"),
         pytest.param("unreachable", r"--ray-address 127\.0\.0\.1:1: cannot reach 127\.0\.0\.1:1", marks=needs_ray),
     ],
 )
@@ -380,6 +388,7 @@ def test_cli_errors_are_one_line(case, message, tmp_path, capsys, monkeypatch):
         "gpus": [str(tmp_path / "ok"), "--gpus-per-group", "1"],
         "ray": [str(tmp_path / "ok"), "--executor", "ray"],
         "address-local": [str(tmp_path / "ok"), "--ray-address", "auto"],
+        "workers-ray": [str(tmp_path / "ok"), "--executor", "ray", "--workers", "2"],
         # Nothing listens on port 1: refused at once, before Ray spends minutes retrying.
         "unreachable": [str(tmp_path / "ok"), "--executor", "ray", "--ray-address", "127.0.0.1:1"],
     }[case]
