@@ -319,6 +319,19 @@ def test_valid_archive_without_manifest_entry_is_measured_not_rewritten(referenc
     assert _files(out) == files
 
 
+def test_progress_bar_shows_groups_mean_psnr_and_bpp(reference, tmp_path, capsys):
+    """The one bar (on stderr) counts groups and shows the running mean PSNR and bpp."""
+    src, ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    (out / "group-0001.mixinr").unlink()
+    result = encode_collection(src, out, _config(progress=True))
+    s = result.summary()
+    err = capsys.readouterr().err
+    assert "groups [local]" in err and "3/3" in err
+    assert f"{s['psnr_mean']:.2f} dB" in err and f"{s['bpp']:.3f} bpp" in err
+
+
 def test_rerun_with_other_settings_is_refused(reference, tmp_path):
     """A folder encoded with one seed is not silently mixed with archives of another."""
     src, ref_out, _ = reference
