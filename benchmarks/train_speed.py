@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seed_reference import SeedTrainer  # noqa: E402
 
 from mixinr.metrics import psnr  # noqa: E402
-from mixinr.model import Arch, MixtureSiren, render, to_uint8  # noqa: E402
+from mixinr.model import Arch, MixtureSiren, auto_threads, render, to_uint8  # noqa: E402
 from mixinr.train import FitConfig, Fitter  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -126,24 +126,28 @@ def step_flops(n: int, pixels: int, arch: Arch) -> float:
     return 3.0 * body * n * pixels + 2.0 * first
 
 
-def best_matmul_gflops(shapes, threads: int | None) -> tuple[float, str]:
-    """The best rate torch.bmm reaches here over `shapes` [(batch, m, k, n)], fp32, same threads as ours."""
+def best_matmul_gflops(shapes, threads: int | None) -> tuple[float, float, str]:
+    """The best rate torch.bmm reaches here over `shapes` [(batch, m, k, n)], fp32, same threads as ours:
+    (by wall time, by process CPU time, which shape)."""
 
     def run():
-        best, where = 0.0, ""
+        best, best_cpu, where = 0.0, 0.0, ""
         for b, m, k, n in shapes:
             x, y = torch.randn(b, m, k), torch.randn(b, k, n)
-            reps = max(1, int(2e8 / (2 * b * m * k * n)))
+            flop = 2 * b * m * k * n
+            reps = max(1, int(2e8 / flop))
             for _ in range(2):
                 torch.bmm(x, y)
             for _ in range(5):
-                start = time.perf_counter()
+                w0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(reps):
                     torch.bmm(x, y)
-                rate = 2 * b * m * k * n * reps / (time.perf_counter() - start) / 1e9
+                rate = flop * reps / (time.perf_counter() - w0) / 1e9
+                rate_cpu = flop * reps / max(time.process_time() - c0, 1e-9) / 1e9
                 if rate > best:
                     best, where = rate, f"bmm {b}x({m}x{k} @ {k}x{n})"
-        return best, where
+                best_cpu = max(best_cpu, rate_cpu)
+        return best, best_cpu, where
 
     return with_threads(threads, run)
 
@@ -217,7 +221,9 @@ def bench_epoch(name: str, quick: bool) -> dict:
            "ratio": round(seed_ms / ours, 2)}
     if "seed_same_threads" in t:
         same = t["seed_same_threads"][0]
-        out.update(seed_ms_same_threads=round(same, 2), ratio_same_threads=round(same / ours, 2))
+        same_cpu = t["seed_same_threads"][1]
+        out.update(seed_ms_same_threads=round(same, 2), ratio_same_threads=round(same / ours, 2),
+                   seed_cpu_ms_same_threads=round(same_cpu, 2), ratio_cpu_same_threads=round(same_cpu / t["ours"][1], 2))
     out.update(seed_cpu_ms=round(t["seed"][1], 2), ours_cpu_ms=round(t["ours"][1], 2),
                ratio_cpu=round(t["seed"][1] / t["ours"][1], 2))
     out.update(ours_eager_ms=round(t["ours_eager"][0], 2) if "ours_eager" in t else round(ours, 2),
@@ -234,25 +240,31 @@ def bench_flops(epoch_rows: dict[str, dict], quick: bool) -> list[dict]:
         n, depth, width, h, w, dataset, _, _ = CONFIGS[name]
         arch = Arch(depth, width)
         if name in epoch_rows:
-            ours_ms, threads = epoch_rows[name]["ours_ms"], epoch_rows[name]["threads"]
+            row = epoch_rows[name]
+            ours_ms, ours_cpu, threads = row["ours_ms"], row["ours_cpu_ms"], row["threads"]
         else:
             images, _ = load_images(dataset, n, h, w)
             fitter = ours_fitter(name, images)
-            with fitter:
-                fitter.epoch()
-                ours_ms = median_ms(fitter.epoch, 1, 2 if dataset == "kodak" else 10)
+            in_fitter(fitter)()
+            ours_ms, ours_cpu = interleaved({"ours": in_fitter(fitter)}, 1, 2 if dataset == "kodak" else 10)["ours"]
             threads = fitter.threads or torch.get_num_threads()
         chunk = min(h * w, max(256, FitConfig().chunk_elems // (n * width)))
         shapes = [(n, chunk, width, width), (n, 4 * chunk, width, width), (1, width, n * chunk, width),
                   (1, 2048, 512, 512), (1, 1024, 1024, 1024)]
-        peak, where = best_matmul_gflops(shapes, threads)
-        gflops = step_flops(n, h * w, arch) / (ours_ms / 1000) / 1e9
-        row = {"figure": "train_gflops", "config": name, "gflop_per_step": round(step_flops(n, h * w, arch) / 1e9, 3),
-               "achieved_gflops": round(gflops, 2), "best_matmul_gflops": round(peak, 2), "best_matmul": where,
-               "fraction": round(gflops / peak, 3), "threads": threads,
+        peak, peak_cpu, where = best_matmul_gflops(shapes, threads)
+        flop = step_flops(n, h * w, arch)
+        gflops, gflops_cpu = flop / ours_ms / 1e6, flop / ours_cpu / 1e6
+        row = {"figure": "train_gflops", "config": name, "gflop_per_step": round(flop / 1e9, 3),
+               "achieved_gflops": round(gflops, 2), "best_matmul_gflops": round(peak, 2),
+               "fraction": round(gflops / peak, 3), "achieved_gflops_cpu_time": round(gflops_cpu, 2),
+               "best_matmul_gflops_cpu_time": round(peak_cpu, 2), "fraction_cpu_time": round(gflops_cpu / peak_cpu, 3),
+               "best_matmul": where, "threads": threads,
                "flop_count": "matmul FLOPs only: 3x forward for hidden and last layers, 2x for the shared first"}
         if name.startswith("kodak"):
-            row.update(target_fraction=0.5, target_met=gflops / peak >= 0.5)
+            # Wall time of a median epoch against a best-of-5 matmul burst is unfair on a shared CPU (the
+            # burst catches a quiet moment); CPU time compares how well each uses the core it gets.
+            row.update(target_fraction=0.5, target_met_wall=gflops / peak >= 0.5,
+                       target_met_cpu_time=gflops_cpu / peak_cpu >= 0.5)
         rows.append(row)
     return rows
 
@@ -262,15 +274,16 @@ def bench_decode(quick: bool) -> dict:
     model = MixtureSiren(arch, 6, generator=torch.Generator().manual_seed(0))
     layers = [(w.detach(), b.detach()) for w, b in model.image_layers(0)]
     h, w = (256, 384) if quick else (512, 768)
-    seconds = median_ms(lambda: render(layers, arch, h, w), 1, 3) / 1000
-    mps = h * w / seconds / 1e6
+    wall_ms, cpu_ms = interleaved({"render": lambda: render(layers, arch, h, w)}, 1, 3)["render"]
+    mps, mps_cpu = h * w / wall_ms / 1e3, h * w / cpu_ms / 1e3
     flop_per_px = sum(2 * o * i for o, i in arch.shapes())
-    peak, _ = best_matmul_gflops([(1, 4096, 112, 112), (1, 1024, 1024, 1024)], None)
+    threads = auto_threads(torch.device("cpu"), 2048 * 112 * 112) or torch.get_num_threads()
+    _, peak_cpu, _ = best_matmul_gflops([(1, 2048, 112, 112), (1, 1024, 1024, 1024)], threads)
     return {"figure": "decode", "arch": "8x112", "size": f"{h}x{w}", "megapixels_per_s": round(mps, 3),
-            "seconds": round(seconds, 3), "gflops": round(mps * flop_per_px / 1e3, 2),
-            "bound_megapixels_per_s": round(peak * 1e3 / flop_per_px, 3),
-            "note": f"{flop_per_px} FLOP per pixel: the bound is the best matmul rate over that",
-            "target_megapixels_per_s": 5.0, "target_met": mps >= 5.0, "threads": torch.get_num_threads()}
+            "megapixels_per_s_cpu_time": round(mps_cpu, 3), "gflops_cpu_time": round(mps_cpu * flop_per_px / 1e3, 2),
+            "bound_megapixels_per_s": round(peak_cpu * 1e3 / flop_per_px, 3),
+            "note": f"{flop_per_px} FLOP per pixel: the bound is the best matmul rate (CPU time) over that",
+            "target_megapixels_per_s": 5.0, "target_met": mps >= 5.0, "threads": threads}
 
 
 def _memory_child(kind: str, h: int, w: int, epochs: int) -> dict:
@@ -289,10 +302,22 @@ def _memory_child(kind: str, h: int, w: int, epochs: int) -> dict:
                 fitter.epoch()
         compiled = fitter.compiled
     seconds = (time.perf_counter() - start) / epochs
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    peak_mb = peak_rss_mb()
     return {"figure": "peak_memory", "who": kind, "size": f"{h}x{w}", "group": "N=6 8x112",
             "peak_rss_mb": round(peak_mb, 1), "epochs_run": epochs, "s_per_epoch_incl_first": round(seconds, 2),
             "compiled": compiled, "images": source}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM (Linux) belongs to the process image and starts afresh
+    at exec; ru_maxrss does not (Linux carries it over from the parent across fork + exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
 
 
 def bench_memory(quick: bool) -> list[dict]:
@@ -323,19 +348,25 @@ def _group_psnr_fp16(model: MixtureSiren, images) -> float:
 
 
 def bench_psnr(seed_epochs: int, ours_epochs: int, ours_lr: float) -> dict:
-    """Seed: its CIFAR schedule (lr 2e-4, T_0 1000) for `seed_epochs`; the target is its final fp16 PSNR.
-    Ours: our schedule, the clock stopped at the first check (every 50 epochs) at or above the target;
-    checking time is excluded from both clocks."""
+    """Seed: its CIFAR schedule (lr 2e-4, T_0 1000) for `seed_epochs`; the target is its final fp16 PSNR
+    (best weights, stored in fp16, 8-bit rounded). Ours: our schedule (lr `ours_lr`, one cosine cycle of
+    `ours_epochs`), the clock stopped at the first check (every 25 epochs) at or above the target.
+    Checking time is excluded; both run with the thread count our fit picks (like for like)."""
     images, source = load_images("cifar", 16, 32, 32)
-    seed = SeedTrainer(to_tensor(images), 5, 16, t0=1000)
-    start = time.perf_counter()
-    for _ in range(seed_epochs):
-        seed.step()
-    seed_s = time.perf_counter() - start
-    half = seed.best_images()
-    target = float(np.mean([psnr(to_uint8(half[i].view(32, 32, 3)).numpy(), im) for i, im in enumerate(images)]))
     cfg = FitConfig(epochs=ours_epochs, t0=ours_epochs, lr=ours_lr, progress=False)
     fitter = Fitter(images, Arch(5, 16), cfg)
+    threads = fitter.threads or torch.get_num_threads()
+    seed = SeedTrainer(to_tensor(images), 5, 16, t0=1000)
+
+    def run_seed():
+        start = time.perf_counter()
+        for _ in range(seed_epochs):
+            seed.step()
+        return time.perf_counter() - start
+
+    seed_s = with_threads(threads, run_seed)
+    half = seed.best_images()
+    target = float(np.mean([psnr(to_uint8(half[i].view(32, 32, 3)).numpy(), im) for i, im in enumerate(images)]))
     ours_s, reached, epochs_run, best = 0.0, None, 0, 0.0
     with fitter:
         for epoch in range(ours_epochs):
@@ -343,19 +374,20 @@ def bench_psnr(seed_epochs: int, ours_epochs: int, ours_lr: float) -> dict:
             fitter.epoch()
             ours_s += time.perf_counter() - start
             epochs_run = epoch + 1
-            if epochs_run % 50 == 0 or epochs_run == ours_epochs:
-                snapshot = _with_params(MixtureSiren(fitter.model.arch, 16), fitter._best)
-                best = _group_psnr_fp16(snapshot, images)
+            if epochs_run % 25 == 0 or epochs_run == ours_epochs:
+                best = _group_psnr_fp16(_with_params(MixtureSiren(fitter.model.arch, 16), fitter._best), images)
                 if best >= target:
                     reached = ours_s
                     break
-    return {"figure": "time_to_psnr", "group": "cifar N=16 5x16", "target_psnr_fp16": round(target, 2),
-            "seed_epochs": seed_epochs, "seed_s": round(seed_s, 2),
-            "seed_setting": "reduced" if seed_epochs < 10000 else "full (10000 epochs)",
+    setting = ("full (10000 epochs)" if seed_epochs >= 10000 else
+               f"reduced: {seed_epochs} of the seed's 10000 epochs, so the target is lower than its final 25.2 dB")
+    return {"figure": "time_to_psnr", "group": "cifar N=16 5x16 (class 0)", "target_psnr_fp16": round(target, 2),
+            "seed_epochs": seed_epochs, "seed_s": round(seed_s, 2), "seed_setting": setting,
             "ours_lr": ours_lr, "ours_epochs_to_target": epochs_run if reached else None,
             "ours_s": round(reached, 2) if reached else None, "ours_best_psnr_fp16": round(best, 2),
             "ratio": round(seed_s / reached, 2) if reached else None, "target_ratio": 20.0,
-            "target_met": bool(reached) and seed_s / reached >= 20.0, "compiled": fitter.compiled, "images": source}
+            "target_met": bool(reached) and seed_s / reached >= 20.0, "compiled": fitter.compiled,
+            "threads": threads, "images": source}
 
 
 def _with_params(model: MixtureSiren, tensors) -> MixtureSiren:
@@ -372,10 +404,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}")
     ap.add_argument("--configs", default=",".join(CONFIGS), help="per-epoch configurations to run")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, no full-size memory run")
-    ap.add_argument("--seed-epochs", type=int, default=1500,
+    ap.add_argument("--seed-epochs", type=int, default=1000,
                     help="seed epochs for time-to-PSNR (its real schedule is 10000; reduced by default)")
     ap.add_argument("--ours-epochs", type=int, default=1500, help="our epoch budget for time-to-PSNR")
-    ap.add_argument("--ours-lr", type=float, default=1e-3, help="our learning rate for time-to-PSNR")
+    ap.add_argument("--ours-lr", type=float, default=2e-3, help="our learning rate for time-to-PSNR")
     ap.add_argument("--_memory", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._memory:

@@ -16,6 +16,8 @@ mixed afterwards.
 from __future__ import annotations
 
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,6 +162,11 @@ def render(layers, arch: Arch, height: int, width: int, chunk: int = 2048) -> Te
     under 1 MB) in cache, and two buffers are reused for every layer and chunk.
     """
     device = layers[0][0].device
+    with using_threads(auto_threads(device, chunk * layers[0][0].shape[0] ** 2)):
+        return _render(layers, arch, height, width, chunk, device)
+
+
+def _render(layers, arch: Arch, height: int, width: int, chunk: int, device) -> Tensor:
     out = torch.empty(height * width, 3, device=device)
     coords = grid(height, width, device=device)
     widest = max(w.shape[0] for w, _ in layers[:-1]) if len(layers) > 1 else 1
@@ -176,6 +183,35 @@ def render(layers, arch: Arch, height: int, width: int, chunk: int = 2048) -> Te
             w, b = layers[-1]
             torch.addmm(b, h, w.T, out=out[start : start + chunk])
     return out.view(height, width, 3)
+
+
+def auto_threads(device, chunk_work: int, requested: int | None = None) -> int | None:
+    """CPU threads for a run whose matmuls are `chunk_work` multiply-adds each; None: leave torch's own.
+
+    One thread when the machine is already busy (load average near the core count): OpenMP threads
+    waiting on descheduled siblings made steps 5-20x slower on a shared 2-core CPU. One thread too when
+    each matmul is too small to share. Never anything on CUDA.
+    """
+    if device.type != "cpu":
+        return None
+    if requested:
+        return requested
+    cores = os.cpu_count() or 1
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > cores - 0.5
+    return 1 if busy or chunk_work < 1 << 22 else None
+
+
+@contextmanager
+def using_threads(n: int | None):
+    """torch's intra-op thread count set to `n` (None: unchanged) inside, restored after."""
+    saved = torch.get_num_threads()
+    if n and n != saved:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
 
 
 def to_uint8(rgb: Tensor) -> Tensor:

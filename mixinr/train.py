@@ -1,16 +1,21 @@
 """Fitting a mixture SIREN to a group of images (the encoder's expensive half).
 
 The seed's schedule: Adam (lr 2e-4), CosineAnnealingWarmRestarts stepped once per epoch, one
-full-batch step per epoch over every pixel of every image, the lowest-loss weights kept. Large
-groups are processed in pixel chunks whose gradients accumulate into the same full-batch step, so
+full-batch step per epoch over every pixel of every image, the lowest-loss weights kept. Groups are
+processed in cache-sized pixel chunks whose gradients accumulate into the same full-batch step, so
 memory stays bounded without changing the maths.
+
+Speed (measured by benchmarks/train_speed.py, see benchmarks/README.md): weights are mixed once per
+step, not per chunk; long fits torch.compile the chunk loss (eager fallback on any compiler failure);
+on a busy CPU the fit runs one thread. Thread counts did not change the results in our checks (MKL
+splits matmuls by rows and columns, not along the sum), but callers that need archives identical
+whatever the load pass `threads` explicitly.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import shutil
 import sys
 import time
@@ -22,7 +27,7 @@ import torch
 from torch import Tensor
 
 from mixinr.metrics import psnr_from_mse
-from mixinr.model import Arch, MixtureSiren, forward_mixed, from_uint8, grid
+from mixinr.model import Arch, MixtureSiren, auto_threads, forward_mixed, from_uint8, grid, using_threads
 
 
 @dataclass
@@ -158,18 +163,15 @@ class Fitter:
         self._sse = torch.compile(self._eager, dynamic=False) if self.compiled else self._eager
         self.result_ = FitResult(model=self.model, device=str(self.device))
         self._best = [p.detach().clone() for p in self.params]
-        self._saved_threads = None
         self._epoch = 0
 
     def __enter__(self):
-        if self.threads:
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
+        self._threads_ctx = using_threads(self.threads)
+        self._threads_ctx.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self._saved_threads:
-            torch.set_num_threads(self._saved_threads)
+        self._threads_ctx.__exit__(*exc)
 
     def epoch(self) -> float:
         """One optimiser step; returns the loss (MSE on the [-1, 1] scale) of the weights before it."""
@@ -234,15 +236,8 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
 
 
 def _choose_threads(threads: int | None, device, chunk_work: int) -> int | None:
-    """None on CUDA. Auto on CPU: one thread when the machine is already busy (OpenMP threads waiting on
-    descheduled siblings cost up to 10x) or the per-chunk work is too small to share; else torch's own."""
-    if device.type != "cpu":
-        return None
-    if threads:
-        return threads
-    cores = os.cpu_count() or 1
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > cores - 0.5
-    return 1 if busy or chunk_work < 1 << 22 else None
+    """The fit's CPU thread count (see mixinr.model.auto_threads); None leaves torch's setting."""
+    return auto_threads(device, chunk_work, threads)
 
 
 def _choose_compile(flag: bool | None, device, work: float) -> bool:

@@ -115,3 +115,21 @@ def test_threads_set_inside_and_restored_after(images):
     assert torch.get_num_threads() == before
     assert train._choose_threads(None, torch.device("cuda"), 10**9) is None
     assert train._choose_threads(None, torch.device("cpu"), 10) == 1  # tiny steps never fan out
+
+
+def test_auto_threads_one_when_busy_or_small(monkeypatch):
+    """A busy machine (load average near the core count) or a tiny matmul gets one thread, else torch's."""
+    import mixinr.model as model
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(model.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(model.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert model.auto_threads(cpu, 1 << 30) is None
+    assert model.auto_threads(cpu, 1000) == 1
+    assert model.auto_threads(cpu, 1 << 30, requested=2) == 2
+    monkeypatch.setattr(model.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    assert model.auto_threads(cpu, 1 << 30) == 1
+    before = torch.get_num_threads()
+    with model.using_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
