@@ -1,16 +1,17 @@
 """The codec: images -> fitted mixture SIREN -> .mixinr bytes (encode, pack) and back (Archive).
 
 Rate control (docs/codec.md): the budget in bytes is floor(bpp * pixels / 8). The network is fitted
-once at the widest width whose weights are predicted to fit at a target bit depth; then every bit
-depth is packed for real and the best PSNR among the archives within budget is kept. If none fits,
-the width is lowered using the measured bits per parameter and the network refitted.
+at the widest width predicted to fit; each tensor's quantisation step follows its measured
+sensitivity, scaled by one number that a bisection pushes to the finest setting within the budget.
+If that setting is far from the intended quantisation loss (or nothing fits) the width is corrected
+from the measured bits per weight and the network refitted once; the best PSNR that fits is kept.
 The PSNR reported for each image is computed from the archive's own bytes through Archive.decode,
-the same path `mixinr decode` takes.
-"""
+the same path `mixinr decode` takes."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -387,6 +388,8 @@ def _width_for(budget: int, depth: int, sets: int, overhead: int, bits_per_param
 def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> EncodeResult:
     """Fit, quantise and pack `images` into one archive (under cfg.bpp when given)."""
     _check_inputs(images, names, cfg)
+    # More weight sets than images only adds weights (with linear coefficients a set would go unused).
+    cfg = dataclasses.replace(cfg, sets=min(cfg.sets, len(images)))
     start = time.perf_counter()
     images = [np.ascontiguousarray(im) for im in images]
     sizes = [im.shape[:2] for im in images]

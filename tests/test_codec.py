@@ -246,3 +246,9 @@ def test_refit_when_first_width_is_off(group, monkeypatch):
     assert r.bpp <= 4.0
     first = codec._width_for(int(4.0 * 3 * 144 / 8), 5, 2, 0, 0.5)
     assert r.arch.width < first
+
+
+def test_single_image_uses_one_set():
+    """One image never pays for a second weight set it could not use."""
+    r = encode([smooth_image(12, 12, 5)], ["solo.png"], EncodeConfig(bpp=8.0, **FAST))
+    assert r.arch.sets == 1 and Archive.from_bytes(r.data).arch.sets == 1 and r.bpp <= 8.0
