@@ -221,3 +221,24 @@ def test_cli_reads_a_tree_of_folders_and_groups_by_folder(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert [im["name"] for im in res["images"]] == ["x1.png", "x2.png", "x3.png", "y1.png", "y2.png"]
     assert res["config"]["groups"] == [["x1.png", "x2.png"], ["x3.png"], ["y1.png", "y2.png"]]
+
+
+def test_plot_labels_carry_bd_rate_and_flag_thin_overlaps(tmp_path):
+    """Each classical codec's legend entry carries mixinr's BD-rate against it; a BD-rate computed
+    over less than 75 % of the joint range is starred and explained under the plot; PNG and SVG
+    are both written."""
+    from mixinr.compare import results
+    from mixinr.plot import plot_rd, render
+
+    mix = curve("mixinr", [0.5, 1.0, 2.0], [26.0, 30.0, 33.0])
+    near = curve("webp", [0.6, 1.2, 2.4], [26.0, 30.0, 33.0])  # same qualities: full overlap
+    far = curve("jpeg", [1.0, 4.0, 9.0], [20.0, 30.0, 40.0])  # overlap 26-33 of 20-40 dB
+    res = results([mix, near, far], [{"name": "a", "width": 8, "height": 8}], [], [], {})
+    labels = [t.get_text() for t in render(res).axes[0].get_legend().get_texts()]
+    rate_webp = res["bd_summary"]["webp"]["bd-rate"]
+    assert labels[0] == "mixinr" and labels[1] == f"webp  (mixinr BD-rate {rate_webp:+.0f}%)"
+    assert labels[2].startswith("jpeg  (mixinr BD-rate ") and labels[2].endswith("*)")
+    texts = [t.get_text() for t in render(res).texts]
+    assert any("less than 75%" in t for t in texts)
+    png, svg = plot_rd(res, tmp_path / "p" / "rd.png")
+    assert png.stat().st_size > 1000 and svg.read_text().lstrip().startswith("<?xml")
