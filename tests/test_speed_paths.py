@@ -133,3 +133,36 @@ def test_auto_threads_one_when_busy_or_small(monkeypatch):
     with model.using_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def _seed_from(model, images):
+    """The benchmark's seed re-statement holding `model`'s two weight sets."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from seed_reference import SeedTrainer
+
+    target = torch.from_numpy(np.stack(images).astype(np.float32)) / 127.5 - 1
+    seed = SeedTrainer(target, model.arch.depth, model.arch.width)
+    linears = [(seed.model.net_a[2 * i], seed.model.net_b[2 * i]) for i in range(len(model.weights))]
+    with torch.no_grad():
+        for (a, b), w, bias in zip(linears, model.weights, model.biases):
+            a.weight.copy_(w[0]), b.weight.copy_(w[1]), a.bias.copy_(bias[0]), b.bias.copy_(bias[1])
+    return seed
+
+
+def test_seed_reference_is_the_same_maths(images):
+    """The baseline in benchmarks/ computes our model's outputs, loss and first Adam step (same weights)."""
+    fitter = Fitter(images, Arch(3, 8), FitConfig(epochs=1, lr=2e-4, t0=1000, compile=False, progress=False))
+    seed = _seed_from(fitter.model, images)
+    with torch.no_grad():
+        ours_out = fitter.model(grid(16, 16))
+        for i in range(len(images)):
+            assert torch.allclose(seed.model.forward_image(i, seed.coords), ours_out[i], atol=1e-5)
+    with fitter:
+        ours_loss = fitter.epoch()
+    assert seed.step() == pytest.approx(ours_loss, rel=1e-5)
+    stepped = _seed_from(fitter.model, images)  # our weights after our step, in the seed's layout
+    for pa, pb in zip(seed.model.parameters(), stepped.model.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
