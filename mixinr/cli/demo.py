@@ -91,8 +91,7 @@ def _human(p: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"mixinr demo: {len(p['images'])} images in one archive ({p['network']})",
-              caption=p["source"])
+    t = Table(title=f"mixinr demo: {len(p['images'])} images, one archive")
     t.add_column("image")
     t.add_column("size", justify="right")
     t.add_column("PSNR dB", justify="right")
@@ -102,4 +101,6 @@ def _human(p: dict) -> None:
     t.add_row(f"archive {p['bytes']} B", f"{p['bpp']:.3f} bpp (budget {p['bpp_target']:g})", f"{p['psnr_mean']:.2f}")
     console = Console()
     console.print(t)
-    console.print(f"encoded in {p['seconds']:.1f} s; the same tiles as lossless PNG: {p['png_bpp']:.1f} bpp")
+    console.print(f"images: {p['source']}")
+    console.print(f"network {p['network']}, encoded in {p['seconds']:.1f} s; "
+                  f"the same images as lossless PNG: {p['png_bpp']:.1f} bpp")
