@@ -159,7 +159,10 @@ class Archive:
                 tensors = entropy.fp16_tensors(parsed.weights, shapes)
             else:
                 tensors = entropy.decode_tensors(parsed.weights, shapes, h.codes, h.bits)
-        except (ValueError, RuntimeError, OverflowError) as e:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 - constriction raises AssertionError, or a Rust panic
+            # (pyo3's PanicException derives from BaseException), on data its model cannot have produced.
             raise MixinrError(f"{source}: corrupt weights section ({type(e).__name__})") from None
         if not all(np.all(np.isfinite(t)) for t in tensors):
             raise MixinrError(f"{source}: weights section holds non-finite values")
