@@ -5,6 +5,10 @@ full-batch step per epoch over every pixel of every image, the lowest-loss weigh
 processed in cache-sized pixel chunks whose gradients accumulate into the same full-batch step, so
 memory stays bounded without changing the maths.
 
+`fit(..., init=model)` continues from a fitted model instead of a fresh one; with `quant_steps` (one
+step per tensor, file order) the forward pass sees each tensor rounded to its step, gradients passing
+straight through the rounding (quantisation-aware fine-tuning, see docs/codec.md).
+
 Speed (measured by benchmarks/train_speed.py, see benchmarks/README.md): weights are mixed once per
 step, not per chunk; long fits torch.compile the chunk loss (eager fallback on any compiler failure);
 on a busy CPU the fit runs one thread. Thread counts did not change the results in our checks (MKL
@@ -14,6 +18,7 @@ whatever the load pass `threads` explicitly.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import shutil
@@ -139,13 +144,25 @@ class Fitter:
     Use as a context manager: inside it, torch runs with the thread count chosen for this fit.
     """
 
-    def __init__(self, images: list[np.ndarray], arch: Arch, cfg: FitConfig):
+    def __init__(self, images: list[np.ndarray], arch: Arch, cfg: FitConfig,
+                 init: MixtureSiren | None = None, quant_steps: list[float] | None = None):
         if not images:
             raise ValueError("fit() needs at least one image")
         self.arch, self.cfg = arch, cfg
         self.device = resolve_device(cfg.device)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.model = MixtureSiren(arch, len(images), cfg.coeffs, generator=self.gen).to(self.device)
+        if init is None:
+            self.model = MixtureSiren(arch, len(images), cfg.coeffs, generator=self.gen).to(self.device)
+        else:
+            if init.arch != arch or init.n_images != len(images):
+                raise ValueError(f"fit(init=...): the model is {init.arch} for {init.n_images} images, "
+                                 f"asked for {arch} and {len(images)}")
+            # A copy: the caller's model stays as it was (rate control compares both).
+            self.model = copy.deepcopy(init).to(self.device)
+        n_tensors = 2 * len(self.model.weights)
+        if quant_steps is not None and len(quant_steps) != n_tensors:
+            raise ValueError(f"quant_steps: {len(quant_steps)} steps for {n_tensors} tensors")
+        self.steps = None if quant_steps is None else [float(s) for s in quant_steps]
         self.data = _Targets(images, self.device)
         self.params = list(self.model.parameters())
         self.opt = _adam(self.params, cfg.lr)
@@ -201,9 +218,15 @@ class Fitter:
         """Accumulate the step's gradient in .grad. Weights are mixed once per step, not per chunk: the
         chunks run on detached copies whose gradients are pushed through the mixing at the end."""
         m, data = self.model, self.data
-        mixed = m.mixed_layers()
+        if self.steps is None:
+            mixed = m.mixed_layers()
+            head = (m.coeffs, m.weights[0], m.biases[0])
+        else:
+            ws = [_fake_quant(w, s) for w, s in zip(m.weights, self.steps[0::2])]
+            bs = [_fake_quant(b, s) for b, s in zip(m.biases, self.steps[1::2])]
+            mixed = [(torch.einsum("nk,koi->noi", m.coeffs, w), m.coeffs @ b) for w, b in zip(ws[1:], bs[1:])]
+            head = (m.coeffs, ws[0], bs[0])
         leaves = [t.detach().requires_grad_() for pair in mixed for t in pair]
-        head = (m.coeffs, m.weights[0], m.biases[0])
         if self.cfg.pixels_per_step:
             coords, rgb, mask = data.sample(self.cfg.pixels_per_step, self.gen)
             part = self._sse(coords, rgb, mask, *head, *leaves) / rgb.numel()
@@ -225,6 +248,14 @@ class Fitter:
                 p.copy_(b)
         self.result_.model = self.model.cpu()
         return self.result_
+
+
+def _fake_quant(t: Tensor, step: float) -> Tensor:
+    """t rounded to multiples of `step` in the forward pass; the identity for gradients (straight-through).
+    float32 division and round-half-even, as entropy.quantise does, so the fine-tuned forward is the
+    network the archive will hold."""
+    s = torch.tensor(step, dtype=t.dtype, device=t.device)
+    return t + (torch.round(t / s) * s - t).detach()
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
@@ -251,9 +282,15 @@ def _choose_compile(flag: bool | None, device, work: float) -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def fit(images: list[np.ndarray], arch: Arch, cfg: FitConfig) -> FitResult:
-    """Fit one mixture SIREN to `images` ((H, W, 3) uint8, sizes may differ). Seeded and reproducible."""
-    fitter = Fitter(images, arch, cfg)
+def fit(images: list[np.ndarray], arch: Arch, cfg: FitConfig, init: MixtureSiren | None = None,
+        quant_steps: list[float] | None = None) -> FitResult:
+    """Fit one mixture SIREN to `images` ((H, W, 3) uint8, sizes may differ). Seeded and reproducible.
+
+    init: start from (a copy of) this model, same arch and image count, instead of a fresh one; its
+    coefficient scheme is kept. quant_steps: one quantisation step per tensor (file order W_0, b_0,
+    W_1, ...): the forward pass uses the rounded weights, gradients pass straight through; the result
+    holds the float weights whose rounded version had the lowest loss."""
+    fitter = Fitter(images, arch, cfg, init, quant_steps)
     start = time.perf_counter()
     with fitter, _Progress(cfg, fitter.device) as bar:
         for epoch in range(cfg.epochs):

@@ -253,3 +253,42 @@ def test_single_image_uses_one_set():
     """One image never pays for a second weight set it could not use."""
     r = encode([smooth_image(12, 12, 5)], ["solo.png"], EncodeConfig(bpp=8.0, **FAST))
     assert r.arch.sets == 1 and Archive.from_bytes(r.data).arch.sets == 1 and r.bpp <= 8.0
+
+
+def test_quantisation_aware_fine_tuning(group, monkeypatch):
+    """QAT (on by default) never exceeds the budget, never lowers the PSNR of the archive rate control
+    had chosen without it (same seed: the same fit and steps), stays deterministic, records its trial,
+    and qat_epochs=0 gives the archive of the plain rate control."""
+    images, names = group
+    monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
+    budget = int(4.0 * 3 * 144 / 8)
+    plain = encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=0, **FAST))
+    tuned = encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=40, **FAST))
+    assert len(tuned.data) <= budget and len(plain.data) <= budget
+    assert tuned.psnr_mean >= plain.psnr_mean
+    assert not any("qat_epochs" in t for t in plain.trials)
+    qat = [t for t in tuned.trials if "qat_epochs" in t]
+    assert len(qat) == 1 and qat[0]["qat_epochs"] == 40 and qat[0]["bytes"] <= budget
+    if tuned.data != plain.data:  # fine-tuning was kept: it must have been the better archive
+        assert tuned.psnr_mean == qat[0]["psnr"] > plain.psnr_mean
+    assert encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=40, **FAST)).data == tuned.data
+    with pytest.raises(MixinrError, match="qat-epochs"):
+        encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=-1, **FAST))
+
+
+def test_fine_tuning_keeps_the_steps_and_gains(group, monkeypatch):
+    """The fine-tuned candidate keeps its parent's sensitivities (an alpha names the same steps), and on a
+    coarse quantisation it decodes better at no more bytes."""
+    images, names = group
+    sizes = [im.shape[:2] for im in images]
+    res = fit(images, Arch(3, 10), FitConfig(epochs=150, t0=150, lr=1e-3, progress=False))
+    cand = codec._Candidate(res.model, res.best_loss, images, names, sizes, 0)
+    alpha = cand.alpha_for_loss(3.0)
+    monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
+    tuned = codec._fine_tune(cand, alpha, 60, EncodeConfig(depth=3, width=10, **FAST))
+    assert tuned._g is cand._g and tuned.qat_seconds > 0
+    assert tuned.stored_steps(alpha) == cand.stored_steps(alpha)
+    budget = len(cand.pack(alpha))
+    a2 = tuned.finest_under(budget)
+    assert len(tuned.pack(a2)) <= budget
+    assert np.mean(tuned.psnrs(a2)) > np.mean(cand.psnrs(alpha))

@@ -79,3 +79,59 @@ def test_decode_at_twice_resolution_agrees_on_shared_coordinates(images):
     assert big.shape == (31, 31, 3)
     assert torch.allclose(big[::2, ::2], small, atol=1e-5)
     assert render(m.image_layers(1), m.arch, 32, 32).shape == (32, 32, 3)
+
+
+def _sse_loss(model, images, layers_of=None):
+    """MSE ([-1, 1] scale) of `model` over `images` (all 16x16), optionally with replaced layers."""
+    with torch.no_grad():
+        out = torch.stack([render((layers_of or model.image_layers)(i), model.arch, 16, 16).reshape(-1, 3)
+                           for i in range(len(images))])
+    target = torch.stack([torch.from_numpy(im.reshape(-1, 3).astype(np.float32)) / 127.5 - 1 for im in images])
+    return ((out - target) ** 2).mean().item()
+
+
+def test_fit_continues_from_init_without_touching_it(images):
+    """fit(init=m) starts from m's weights (its first loss is m's loss, not a fresh network's), leaves m
+    itself unchanged, and keeps improving; a model of the wrong shape is refused."""
+    first = fit(images[:2], Arch(2, 8), FitConfig(epochs=60, t0=60, lr=5e-3, progress=False))
+    before = [p.detach().clone() for p in first.model.parameters()]
+    more = fit(images[:2], Arch(2, 8), FitConfig(epochs=30, t0=30, lr=1e-3, progress=False), init=first.model)
+    assert more.losses[0] == pytest.approx(first.best_loss, rel=1e-5)
+    assert more.best_loss <= first.best_loss
+    assert more.model is not first.model
+    for p, b in zip(first.model.parameters(), before):
+        assert torch.equal(p, b)
+    fresh = fit(images[:2], Arch(2, 8), FitConfig(epochs=1, progress=False))
+    assert fresh.losses[0] > 2 * first.best_loss
+    with pytest.raises(ValueError):
+        fit(images[:3], Arch(2, 8), FitConfig(epochs=1, progress=False), init=first.model)
+    with pytest.raises(ValueError):
+        fit(images[:2], Arch(2, 9), FitConfig(epochs=1, progress=False), init=first.model)
+
+
+def test_quantised_fine_tuning_sees_the_rounded_weights(images):
+    """With quant_steps the loss is that of the weights rounded to their steps (the first loss equals the
+    rounded model's MSE); fine-tuning through the rounding lowers it and is reproducible."""
+    imgs = images[:2]
+    first = fit(imgs, Arch(2, 8), FitConfig(epochs=80, t0=80, lr=5e-3, progress=False))
+    m = first.model
+    steps = [max(t.detach().abs().max().item() / 6, 1e-6) for pair in zip(m.weights, m.biases) for t in pair]
+
+    def rounded(i):
+        c = m.coeffs[i]
+        out = []
+        for w, b, sw, sb in zip(m.weights, m.biases, steps[0::2], steps[1::2]):
+            wq, bq = torch.round(w / sw) * sw, torch.round(b / sb) * sb
+            out.append((torch.einsum("k,koi->oi", c, wq), c @ bq))
+        return out
+
+    q_loss = _sse_loss(m, imgs, rounded)
+    assert q_loss > 1.2 * first.best_loss  # coarse steps: the rounding visibly costs
+    cfg = FitConfig(epochs=40, t0=40, lr=3e-4, progress=False)
+    tuned = fit(imgs, Arch(2, 8), cfg, init=m, quant_steps=steps)
+    assert tuned.losses[0] == pytest.approx(q_loss, rel=1e-4)
+    assert tuned.best_loss < 0.95 * q_loss
+    again = fit(imgs, Arch(2, 8), cfg, init=m, quant_steps=steps)
+    assert again.losses == tuned.losses
+    with pytest.raises(ValueError):
+        fit(imgs, Arch(2, 8), cfg, init=m, quant_steps=steps[:-1])

@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--precision", default="auto", metavar="P",
                    help="auto (default), fp16, or q2..q16 (quantised, entropy coded)")
     p.add_argument("--epochs", type=int, help="fitting epochs (default: documented schedule)")
+    p.add_argument("--qat-epochs", type=int, metavar="E",
+                   help="quantisation-aware fine-tuning epochs after the steps are chosen (default: documented; 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
@@ -71,7 +73,8 @@ def run_encode(args) -> int:
     paths = expand_inputs(args.inputs)
     images = [read_image(p) for p in paths]
     cfg = EncodeConfig(bpp=args.bpp, depth=args.depth, width=args.width, sets=args.sets, coeffs=args.coeffs,
-                       precision=args.precision, epochs=args.epochs, seed=args.seed, device=args.device)
+                       precision=args.precision, epochs=args.epochs, qat_epochs=args.qat_epochs, seed=args.seed,
+                       device=args.device)
     result = encode(images, [p.name for p in paths], cfg)
     atomic_write(out, result.data, force=args.force)
     payload = {
