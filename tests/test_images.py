@@ -53,3 +53,15 @@ def test_psnr_rounds_and_bpp_counts_all_channels():
     assert psnr(a, b) == pytest.approx(10 * np.log10(255**2 / (1 / 48)))
     assert psnr(a, a) == float("inf")
     assert bpp(100, 800) == 1.0
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    """Regression: files came out 0600 (mkstemp's mode), unreadable to other users."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "r.bin", b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "r.bin").stat().st_mode & 0o777 == 0o644
