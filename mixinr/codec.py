@@ -5,6 +5,8 @@ at the widest width predicted to fit; each tensor's quantisation step follows it
 sensitivity, scaled by one number that a bisection pushes to the finest setting within the budget.
 If that setting is far from the intended quantisation loss (or nothing fits) the width is corrected
 from the measured bits per weight and the network refitted once; the best PSNR that fits is kept.
+The chosen network is then fine-tuned through its quantiser (straight-through), re-quantised, and
+kept only if it decodes better within the budget.
 The PSNR reported for each image is computed from the archive's own bytes through Archive.decode,
 the same path `mixinr decode` takes."""
 
