@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
+from torch._dynamo import config as dynamo_config
 
 from mixinr.metrics import psnr_from_mse
 from mixinr.model import Arch, MixtureSiren, auto_threads, forward_mixed, from_uint8, grid, using_threads
@@ -135,6 +136,7 @@ def _chunk_sse(arch: Arch):
 # saves: the first compiled call takes 10-40 s on a busy 2-core CPU (mostly the C++ compiler), and a
 # CIFAR-size step gains ~40% (16 images of 5x16: 37 -> 21 ms). 10000 epochs of 16 CIFAR images are 1.8e11.
 _COMPILE_MIN_WORK = 5e10
+_RECOMPILE_LIMIT = 256
 
 
 class Fitter:
@@ -177,7 +179,13 @@ class Fitter:
         self.threads = _choose_threads(cfg.threads, self.device, per_pixel * min(self.chunk, pixels) * arch.width)
         self.compiled = _choose_compile(cfg.compile, self.device, self.work)
         self._eager = _chunk_sse(arch)
-        self._sse = torch.compile(self._eager, dynamic=False) if self.compiled else self._eager
+        if self.compiled:
+            # Every fit of a new shape (width, group size, chunk) is a legitimate recompile of the same
+            # code; torch's default limit of 8 made long-running processes (compare, rd) fall back to eager.
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, _RECOMPILE_LIMIT)
+            self._sse = torch.compile(self._eager, dynamic=False)
+        else:
+            self._sse = self._eager
         self.result_ = FitResult(model=self.model, device=str(self.device))
         self._best = [p.detach().clone() for p in self.params]
         self._epoch = 0

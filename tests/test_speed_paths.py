@@ -71,6 +71,8 @@ def test_compiled_step_equals_eager(images):
         losses = [fitter.epoch() for _ in range(4)]
     assert fitter.compiled, "compilation failed here: the fallback ran instead"
     assert np.allclose(losses, eager.losses, rtol=1e-4)
+    # Regression: torch's default of 8 recompiles made long processes (compare) fall back to eager.
+    assert torch._dynamo.config.recompile_limit >= 64
 
 
 def test_compile_failure_falls_back_to_eager(images, monkeypatch):
