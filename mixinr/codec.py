@@ -25,6 +25,7 @@ import torch
 from mixinr import bitstream, entropy
 from mixinr.bitstream import Header, TensorCode
 from mixinr.errors import MixinrError
+from mixinr.images import read_bytes
 from mixinr.metrics import psnr, psnr_from_mse
 from mixinr.model import Arch, MixtureSiren, grid, linear_coefficients, render, to_uint8
 from mixinr.train import FitConfig, fit
@@ -225,16 +226,7 @@ class Archive:
 
 def read_archive(path) -> Archive:
     """Read and validate an archive file; errors are MixinrError "<path>: <problem>"."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise MixinrError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MixinrError(f"{path}: is a directory, not an archive") from None
-    except OSError as e:
-        raise MixinrError(f"{path}: cannot read ({e.strerror})") from None
-    return Archive.from_bytes(data, str(path))
+    return Archive.from_bytes(read_bytes(path, "an archive"), str(path))
 
 
 # ------------------------------------------------------------------------------------- encoding

@@ -51,6 +51,19 @@ def expand_inputs(inputs) -> list[Path]:
     return paths
 
 
+def read_bytes(path, what: str = "file") -> bytes:
+    """The bytes of `path`; a missing, directory or unreadable path is a one-line MixinrError naming it."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise MixinrError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise MixinrError(f"{path}: is a directory, not {what}") from None
+    except OSError as e:
+        raise MixinrError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def atomic_write(path, data: bytes, force: bool = True) -> None:
     """Write `data` to a temporary file beside `path`, then rename: never a half-written file."""
     path = Path(path)

@@ -77,8 +77,14 @@ def run_encode(args) -> int:
                        device=args.device)
     result = encode(images, [p.name for p in paths], cfg)
     atomic_write(out, result.data, force=args.force)
-    payload = {
-        "archive": str(out),
+    payload = {"archive": str(out), **encode_summary(result), "coeffs": args.coeffs}
+    emit(args, payload, _human_encode)
+    return 0
+
+
+def encode_summary(result) -> dict:
+    """What `encode` (and `demo`) report of an EncodeResult: the JSON contract's archive and image keys."""
+    return {
         "bytes": len(result.data),
         "bpp": result.bpp,
         "psnr_mean": result.psnr_mean,
@@ -86,28 +92,31 @@ def run_encode(args) -> int:
         "depth": result.arch.depth,
         "width": result.arch.width,
         "sets": result.arch.sets,
-        "coeffs": args.coeffs,
         "precision": result.precision,
         "images": [{"name": im.name, "width": im.width, "height": im.height, "psnr": im.psnr}
                    for im in result.images],
     }
-    emit(args, payload, _human_encode)
-    return 0
 
 
-def _human_encode(p: dict) -> None:
+def images_table(title: str, p: dict, archive_label: str, archive_rate: str):
+    """A rich table of per-image sizes and PSNR, with the archive's line under it."""
     from rich.table import Table
 
-    t = Table(title=f"{p['archive']}: {p['depth']}x{p['width']}, K={p['sets']}, {p['coeffs']}, {p['precision']}")
+    t = Table(title=title)
     t.add_column("image")
     t.add_column("size", justify="right")
     t.add_column("PSNR dB", justify="right")
     for im in p["images"]:
         t.add_row(im["name"], f"{im['width']}x{im['height']}", f"{im['psnr']:.2f}")
     t.add_section()
-    t.add_row("archive", f"{p['bytes']} B, {p['bpp']:.3f} bpp", f"{p['psnr_mean']:.2f}")
+    t.add_row(archive_label, archive_rate, f"{p['psnr_mean']:.2f}")
+    return t
+
+
+def _human_encode(p: dict) -> None:
+    title = f"{p['archive']}: {p['depth']}x{p['width']}, K={p['sets']}, {p['coeffs']}, {p['precision']}"
     console = _console()
-    console.print(t)
+    console.print(images_table(title, p, "archive", f"{p['bytes']} B, {p['bpp']:.3f} bpp"))
     console.print(f"{len(p['images'])} images in {p['seconds']:.1f} s")
 
 
@@ -158,17 +167,10 @@ def _load_manifest(path: Path, text: bytes) -> list[dict]:
 
 def run_decode(args) -> int:
     from mixinr.codec import Archive, read_archive
-    from mixinr.images import write_png
+    from mixinr.images import read_bytes, write_png
 
     src = Path(args.archive)
-    try:
-        raw = src.read_bytes()
-    except FileNotFoundError:
-        raise MixinrError(f"{src}: no such file") from None
-    except IsADirectoryError:
-        raise MixinrError(f"{src}: is a directory, not an archive") from None
-    except OSError as e:
-        raise MixinrError(f"{src}: cannot read ({e.strerror})") from None
+    raw = read_bytes(src, "an archive")
 
     archives: dict[Path, Archive] = {}
     if raw.lstrip()[:1] == b"{":

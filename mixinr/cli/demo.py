@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixinr.cli import add_json_flag, emit
+from mixinr.cli.codec import encode_summary, images_table
 
 TILE = 32
 TILES = 8
@@ -73,15 +74,10 @@ def run(args) -> int:
     payload = {
         "source": source,
         "bpp_target": args.bpp,
-        "bytes": len(result.data),
-        "bpp": result.bpp,
+        **encode_summary(result),
         "png_bpp": png * 8 / sum(im.shape[0] * im.shape[1] for im in images),
-        "psnr_mean": result.psnr_mean,
-        "seconds": result.seconds,
         "network": f"{result.arch.depth}x{result.arch.width}, K={result.arch.sets}, {result.precision}",
         "archive": args.output,
-        "images": [{"name": im.name, "width": im.width, "height": im.height, "psnr": im.psnr}
-                   for im in result.images],
     }
     emit(args, payload, _human)
     return 0
@@ -89,18 +85,11 @@ def run(args) -> int:
 
 def _human(p: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table(title=f"mixinr demo: {len(p['images'])} images, one archive")
-    t.add_column("image")
-    t.add_column("size", justify="right")
-    t.add_column("PSNR dB", justify="right")
-    for im in p["images"]:
-        t.add_row(im["name"], f"{im['width']}x{im['height']}", f"{im['psnr']:.2f}")
-    t.add_section()
-    t.add_row(f"archive {p['bytes']} B", f"{p['bpp']:.3f} bpp (budget {p['bpp_target']:g})", f"{p['psnr_mean']:.2f}")
+    title = f"mixinr demo: {len(p['images'])} images, one archive"
+    rate = f"{p['bpp']:.3f} bpp (budget {p['bpp_target']:g})"
     console = Console()
-    console.print(t)
+    console.print(images_table(title, p, f"archive {p['bytes']} B", rate))
     console.print(f"images: {p['source']}")
     console.print(f"network {p['network']}, encoded in {p['seconds']:.1f} s; "
                   f"the same images as lossless PNG: {p['png_bpp']:.1f} bpp")
