@@ -53,6 +53,11 @@ QAT_LR = 3e-6
 NO_BUDGET_LOSS_DB = 0.05  # precision "auto" without a budget
 MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB
 SMALL_FIT_WORK = 1 << 22  # pixels x width below which fitting runs on one thread
+# Defaults chosen by the RD study (docs/rd.md): on 16-image CIFAR-10 groups at 1, 2 and 4 bpp, K=3 with
+# learned coefficients and omega 20 gave +1.1 to +1.9 dB over the seed's K=2, linear, omega 30.
+DEFAULT_SETS = 3
+DEFAULT_COEFFS = "learned"
+DEFAULT_OMEGA = 20.0
 PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
 
 
@@ -61,8 +66,9 @@ class EncodeConfig:
     bpp: float | None = None  # hard cap on archive bits / total pixels; None -> explicit depth/width
     depth: int | None = None
     width: int | None = None
-    sets: int = 2  # K
-    coeffs: str = "linear"  # or "learned"
+    sets: int = DEFAULT_SETS  # K
+    coeffs: str = DEFAULT_COEFFS  # "learned" or "linear" (the seed's)
+    omega: float = DEFAULT_OMEGA  # first and hidden layers' omega
     precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
     epochs: int | None = None  # None -> DEFAULT_EPOCHS
     qat_epochs: int | None = None  # quantisation-aware fine-tuning; None -> DEFAULT_QAT_EPOCHS, 0 -> off
@@ -411,7 +417,7 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
     trials: list[dict] = []
 
     def fitted(depth: int, width: int) -> _Candidate:
-        arch = Arch(depth, width, cfg.sets)
+        arch = Arch(depth, width, cfg.sets, omega=cfg.omega, omega_first=cfg.omega)
         threads = fit_threads(sum(h * w for h, w in sizes) * width)
         res = fit(images, arch, fit_config(cfg, f"fitting {depth}x{width}", threads))
         return _Candidate(res.model, res.best_loss, images, names, sizes, cfg.seed)
@@ -467,7 +473,7 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):
     budget = math.floor(cfg.bpp * total_px / 8)
     depth = cfg.depth or DEFAULT_DEPTH
     quantised = cfg.precision != "fp16"
-    overhead = _overhead(Arch(depth, 1, cfg.sets), names, sizes, cfg.coeffs, quantised)
+    overhead = _overhead(Arch(depth, 1, cfg.sets, omega=cfg.omega, omega_first=cfg.omega), names, sizes, cfg.coeffs, quantised)
     # The smallest network's weights at the fewest bits: ~1 bit per parameter at best.
     min_bytes = overhead + math.ceil(bitstream.params_for(depth, 1, cfg.sets) * (1 if quantised else 16) / 8)
     if min_bytes > budget:

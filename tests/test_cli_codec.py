@@ -91,8 +91,10 @@ def test_info(encoded, capsys):
     _, out, report = encoded
     code, info = _run_json(["info", str(out)])
     assert code == 0
-    assert info["version"] == 1 and info["sets"] == 2 and info["images_count"] == 3
-    assert info["arch"]["width"] == report["width"] and info["coeffs"] == "linear"
+    # The codec's defaults: K=3, learned coefficients, omega 20 (docs/rd.md).
+    assert info["version"] == 1 and info["sets"] == 3 and info["images_count"] == 3
+    assert info["arch"]["width"] == report["width"] and info["coeffs"] == "learned"
+    assert info["arch"]["omega"] == info["arch"]["omega_first"] == 20.0
     assert info["precision"] == report["precision"]
     assert sum(info["sections"].values()) == out.stat().st_size
     assert [(i["name"], i["height"], i["width"]) for i in info["images"]] == [(f"{c}.png", 12, 12) for c in "abc"]

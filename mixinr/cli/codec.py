@@ -21,8 +21,7 @@ def register(sub) -> None:
     p.add_argument("--bpp", type=float, help="bits per pixel the archive must not exceed (rate control)")
     p.add_argument("--depth", type=int, help="sine layers (default 5 with --bpp)")
     p.add_argument("--width", type=int, help="units per layer (with --bpp: fixed, else chosen by rate control)")
-    p.add_argument("--sets", type=int, default=2, metavar="K", help="weight sets mixed per image (default 2)")
-    p.add_argument("--coeffs", choices=("linear", "learned"), default="linear", help="mixing coefficients")
+    add_network_flags(p)
     p.add_argument("--precision", default="auto", metavar="P",
                    help="auto (default), fp16, or q2..q16 (quantised, entropy coded)")
     p.add_argument("--epochs", type=int, help="fitting epochs (default: documented schedule)")
@@ -52,6 +51,19 @@ def register(sub) -> None:
     p.set_defaults(run=run_info)
 
 
+def add_network_flags(p) -> None:
+    """--sets, --coeffs, --omega; unset ones keep EncodeConfig's defaults (kept out of here so that
+    the command starts without importing torch)."""
+    p.add_argument("--sets", type=int, metavar="K", help="weight sets mixed per image (default: EncodeConfig's, 3)")
+    p.add_argument("--coeffs", choices=("linear", "learned"), help="mixing coefficients (default: learned)")
+    p.add_argument("--omega", type=float, help="SIREN frequency of every sine layer (default: 20)")
+
+
+def network_settings(args) -> dict:
+    """The network flags the user gave, as EncodeConfig keyword arguments."""
+    return {k: getattr(args, k) for k in ("sets", "coeffs", "omega") if getattr(args, k) is not None}
+
+
 def _console():
     from rich.console import Console
 
@@ -72,12 +84,12 @@ def run_encode(args) -> int:
         raise MixinrError(f"{out}: is a directory")
     paths = expand_inputs(args.inputs)
     images = [read_image(p) for p in paths]
-    cfg = EncodeConfig(bpp=args.bpp, depth=args.depth, width=args.width, sets=args.sets, coeffs=args.coeffs,
+    cfg = EncodeConfig(bpp=args.bpp, depth=args.depth, width=args.width, **network_settings(args),
                        precision=args.precision, epochs=args.epochs, qat_epochs=args.qat_epochs, seed=args.seed,
                        device=args.device)
     result = encode(images, [p.name for p in paths], cfg)
     atomic_write(out, result.data, force=args.force)
-    payload = {"archive": str(out), **encode_summary(result), "coeffs": args.coeffs}
+    payload = {"archive": str(out), **encode_summary(result), "coeffs": cfg.coeffs}
     emit(args, payload, _human_encode)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from mixinr.cli import add_json_flag, emit
+from mixinr.cli.codec import add_network_flags, network_settings
 from mixinr.collection import EXECUTORS, GROUPINGS, MANIFEST, CollectionConfig, encode_collection
 
 
@@ -29,8 +30,7 @@ def register(subparsers) -> None:
     enc.add_argument("--bpp", type=float, help="cap on archive bits per pixel")
     enc.add_argument("--depth", type=int, help="sine layers (instead of --bpp)")
     enc.add_argument("--width", type=int, help="units per layer (instead of --bpp)")
-    enc.add_argument("--sets", type=int, default=2, help="weight sets K (default 2)")
-    enc.add_argument("--coeffs", choices=("linear", "learned"), default="linear")
+    add_network_flags(enc)
     enc.add_argument("--precision", default="auto", help="fp16, q<bits> or auto (default)")
     enc.add_argument("--epochs", type=int, help="fitting epochs (default: the codec's schedule)")
     enc.add_argument("--seed", type=int, default=0)
@@ -56,7 +56,7 @@ def run_encode_collection(args) -> int:
     from mixinr.codec import EncodeConfig
 
     encode = EncodeConfig(
-        bpp=args.bpp, depth=args.depth, width=args.width, sets=args.sets, coeffs=args.coeffs,
+        bpp=args.bpp, depth=args.depth, width=args.width, **network_settings(args),
         precision=args.precision, epochs=args.epochs, seed=args.seed, device=args.device, progress=False,
     )
     cfg = CollectionConfig(
