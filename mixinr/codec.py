@@ -27,7 +27,7 @@ from mixinr.bitstream import Header, TensorCode
 from mixinr.errors import MixinrError
 from mixinr.images import read_bytes
 from mixinr.metrics import psnr, psnr_from_mse
-from mixinr.model import Arch, MixtureSiren, grid, linear_coefficients, render, to_uint8
+from mixinr.model import Arch, MixtureSiren, grid, image_layers, linear_coefficients, render, to_uint8
 from mixinr.train import FitConfig, fit
 
 # Default schedule (docs/codec.md has the measurements behind it): one cosine decay from LR to
@@ -200,8 +200,7 @@ class Archive:
 
     def layers(self, index: int):
         """Image `index`'s own SIREN [(W, b)], theta_i = sum_k C[i, k] theta_k."""
-        c = self.coeffs[index]
-        return [(torch.einsum("k,koi->oi", c, w), c @ b) for w, b in zip(self._weights, self._biases)]
+        return image_layers(self.coeffs[index], self._weights, self._biases)
 
     def decode(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """(H, W, 3) uint8 of image `index` only, at its own size or `size` = (height, width)."""

@@ -107,10 +107,7 @@ class MixtureSiren(nn.Module):
 
     def image_layers(self, index: int) -> list[tuple[Tensor, Tensor]]:
         """Image `index`'s own SIREN: [(W, b)] with theta_i = sum_k C[i, k] theta_k."""
-        c = self.coeffs[index]
-        return [
-            (torch.einsum("k,koi->oi", c, w), c @ b) for w, b in zip(self.weights, self.biases)
-        ]
+        return image_layers(self.coeffs[index], self.weights, self.biases)
 
     def forward(self, coords: Tensor) -> Tensor:
         """RGB in [-1, 1] of every image: coords (P, 2) shared by all, or (N, P, 2) per image -> (N, P, 3)."""
@@ -122,7 +119,7 @@ class MixtureSiren(nn.Module):
         The first layer stays per set: its input is shared, so it is evaluated K times and mixed after.
         Fitting mixes once per epoch and reuses the result for every pixel chunk.
         """
-        return [_mix(self.coeffs, w, b) for w, b in zip(self.weights[1:], self.biases[1:])]
+        return [mix(self.coeffs, w, b) for w, b in zip(self.weights[1:], self.biases[1:])]
 
 
 def forward_mixed(coords: Tensor, arch: Arch, c: Tensor, w0: Tensor, b0: Tensor,
@@ -134,14 +131,20 @@ def forward_mixed(coords: Tensor, arch: Arch, c: Tensor, w0: Tensor, b0: Tensor,
         zk = torch.baddbmm(b0.unsqueeze(1), coords.expand(arch.sets, -1, -1), w0.transpose(1, 2), beta=om, alpha=om)
         h = torch.sin((c @ zk.flatten(1)).view(c.shape[0], coords.shape[0], arch.width))
     else:
-        h = _sine(coords, *_mix(c, w0, b0), arch.omega_first)
+        h = _sine(coords, *mix(c, w0, b0), arch.omega_first)
     for w, b in mixed[:-1]:
         h = _sine(h, w, b, arch.omega)
     w, b = mixed[-1]
     return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
 
-def _mix(c: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def image_layers(c: Tensor, weights, biases) -> list[tuple[Tensor, Tensor]]:
+    """One image's SIREN [(W, b)] from its coefficient row c (K,) and the per-set tensors."""
+    return [(torch.einsum("k,koi->oi", c, w), c @ b) for w, b in zip(weights, biases)]
+
+
+def mix(c: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Every image's weights (N, out, in) and biases (N, out) of one layer: sum_k C[i, k] theta_k."""
     return torch.einsum("nk,koi->noi", c, w), c @ b
 
 

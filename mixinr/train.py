@@ -33,7 +33,7 @@ from torch import Tensor
 from torch._dynamo import config as dynamo_config
 
 from mixinr.metrics import psnr_from_mse
-from mixinr.model import Arch, MixtureSiren, auto_threads, forward_mixed, from_uint8, grid, using_threads
+from mixinr.model import Arch, MixtureSiren, auto_threads, forward_mixed, from_uint8, grid, mix, using_threads
 
 
 @dataclass
@@ -232,7 +232,7 @@ class Fitter:
         else:
             ws = [_fake_quant(w, s) for w, s in zip(m.weights, self.steps[0::2])]
             bs = [_fake_quant(b, s) for b, s in zip(m.biases, self.steps[1::2])]
-            mixed = [(torch.einsum("nk,koi->noi", m.coeffs, w), m.coeffs @ b) for w, b in zip(ws[1:], bs[1:])]
+            mixed = [mix(m.coeffs, w, b) for w, b in zip(ws[1:], bs[1:])]
             head = (m.coeffs, ws[0], bs[0])
         leaves = [t.detach().requires_grad_() for pair in mixed for t in pair]
         if self.cfg.pixels_per_step:
