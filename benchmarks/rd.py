@@ -29,15 +29,12 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -254,17 +251,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def machine(seconds: float) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"machine": {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-                        "python": platform.python_version(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-                        "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+    """train_speed's machine description, plus this run's duration."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_speed import machine as describe
+
+    m = describe()
+    m["machine"]["seconds"] = round(seconds, 1)
+    return m
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 
 def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
@@ -21,3 +22,12 @@ def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
 def images():
     """Four 16x16 smooth images."""
     return [smooth_image(16, 16, s) for s in range(4)]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny fits run far faster on one thread on a shared CPU (torch's setting restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

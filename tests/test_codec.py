@@ -23,13 +23,7 @@ from mixinr.train import FitConfig, fit
 FAST = dict(epochs=60, progress=False, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny fits run far faster on one thread on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
