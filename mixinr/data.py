@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from mixinr.errors import MixinrError
-from mixinr.images import IMAGE_SUFFIXES, atomic_write, read_image
+from mixinr.images import atomic_write, image_files, read_image
 
 # 0-based kodim indices, smooth to detailed (the seed's order); group g of size N is SORTED_FREQ[g::24//N].
 SORTED_FREQ = [11, 19, 22, 8, 2, 9, 6, 3, 14, 15, 21, 1, 5, 18, 20, 16, 10, 13, 0, 23, 7, 4, 17, 12]
@@ -221,7 +221,7 @@ def load_cifar10(root, classes=None, per_class: int | None = None, split: str = 
         for c in classes:
             if c not in folders:
                 raise MixinrError(f"{root}: no folder for CIFAR-10 class {c} ({CIFAR10_CLASSES[c]})")
-            paths = sorted(p for p in folders[c].iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            paths = image_files(folders[c])
             for p in paths[:per_class]:
                 out[c][0].append(p.name)
                 out[c][1].append(read_image(p))
@@ -263,7 +263,7 @@ def imagenet_classes(root, class_slice: tuple[int, int] | None = IMAGENET_CLASS_
 def load_imagenet_class(root, name: str, n: int, size: int = IMAGENET_SIZE) -> Group:
     """The first `n` images (sorted by name) of class folder `name`, resized to size x size if needed."""
     folder = Path(root) / name
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)[:n]
+    paths = image_files(folder)[:n]
     if not paths:
         raise MixinrError(f"{folder}: folder holds no images")
     return Group(key=f"class={name}", label=name, names=[p.name for p in paths],

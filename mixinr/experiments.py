@@ -171,13 +171,18 @@ def _cifar_groups(cfg, data_dir, skipped):
     def groups(n):
         out = []
         for c, g in by_class.items():
-            if len(g.images) < n:
-                skipped.append(f"class {c}, N={n}: only {len(g.images)} images")
-                continue
-            out.append(datasets.Group(f"class={c}/N={n}", g.label, g.names[:n], g.images[:n]))
+            _append_first_n(out, c, g, n, skipped)
         return out
 
     return groups
+
+
+def _append_first_n(out: list, cls, g, n: int, skipped: list) -> None:
+    """The seed's class group: the first n images of class `cls`, or a note when it has fewer."""
+    if len(g.images) < n:
+        skipped.append(f"class {cls}, N={n}: only {len(g.images)} images")
+    else:
+        out.append(datasets.Group(f"class={cls}/N={n}", g.label, g.names[:n], g.images[:n]))
 
 
 def _imagenet_groups(cfg, data_dir, skipped):
@@ -192,11 +197,7 @@ def _imagenet_groups(cfg, data_dir, skipped):
                 break  # do not read classes that will not be fitted
             if name not in cache:
                 cache[name] = datasets.load_imagenet_class(data_dir, name, n_max, cfg.imagenet_size)
-            g = cache[name]
-            if len(g.images) < n:
-                skipped.append(f"class {name}, N={n}: only {len(g.images)} images")
-                continue
-            out.append(datasets.Group(f"class={name}/N={n}", g.label, g.names[:n], g.images[:n]))
+            _append_first_n(out, name, cache[name], n, skipped)
         return out
 
     return groups

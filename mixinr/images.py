@@ -33,6 +33,11 @@ def read_image(path) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 
+def image_files(folder) -> list[Path]:
+    """The image files directly in `folder`, sorted by name (how groups are formed)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def expand_inputs(inputs) -> list[Path]:
     """Files as given, folders replaced by their image files sorted by name. Errors name the input."""
     if not inputs:
@@ -40,7 +45,7 @@ def expand_inputs(inputs) -> list[Path]:
     paths: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = image_files(item)
             if not found:
                 raise MixinrError(f"{item}: folder holds no images")
             paths.extend(found)
