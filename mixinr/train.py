@@ -176,7 +176,7 @@ class Fitter:
         pixels = cfg.pixels_per_step or self.data.pixels
         hidden_madds = sum(o * i for o, i in arch.shapes())
         self.work = cfg.epochs * self.data.n * pixels * hidden_madds
-        self.threads = _choose_threads(cfg.threads, self.device, per_pixel * min(self.chunk, pixels) * arch.width)
+        self.threads = auto_threads(self.device, per_pixel * min(self.chunk, pixels) * arch.width, cfg.threads)
         self.compiled = _choose_compile(cfg.compile, self.device, self.work)
         self._eager = _chunk_sse(arch)
         if self.compiled:
@@ -272,11 +272,6 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr, foreach=True)
-
-
-def _choose_threads(threads: int | None, device, chunk_work: int) -> int | None:
-    """The fit's CPU thread count (see mixinr.model.auto_threads); None leaves torch's setting."""
-    return auto_threads(device, chunk_work, threads)
 
 
 def _choose_compile(flag: bool | None, device, work: float) -> bool:

@@ -115,8 +115,8 @@ def test_threads_set_inside_and_restored_after(images):
         fitter.epoch()
     assert seen == [1]
     assert torch.get_num_threads() == before
-    assert train._choose_threads(None, torch.device("cuda"), 10**9) is None
-    assert train._choose_threads(None, torch.device("cpu"), 10) == 1  # tiny steps never fan out
+    assert train.auto_threads(torch.device("cuda"), 10**9, None) is None
+    assert train.auto_threads(torch.device("cpu"), 10, None) == 1  # tiny steps never fan out
 
 
 def test_auto_threads_one_when_busy_or_small(monkeypatch):
