@@ -2,7 +2,7 @@
 
 Layout (all integers little-endian; docs/format.md has it byte by byte):
 
-    magic "MXNR" | version u8 | header | coefficients (learned only) | weights | CRC-32 u32
+    magic "MXNR" | version u8 | header | coefficients (learned, fp16 only) | weights | CRC-32 u32
 
 The header is self-delimiting (varints and fixed-size fields), the coefficient section's size
 follows from the header, the weights run up to the checksum. Every size read from a file is
@@ -39,7 +39,10 @@ FLAG_LEARNED = 1
 FLAG_QUANTISED = 2
 FLAG_OMEGA = 4  # omegas stored (else both are 30)
 FLAG_MIXED_SIZES = 8
-KNOWN_FLAGS = FLAG_LEARNED | FLAG_QUANTISED | FLAG_OMEGA | FLAG_MIXED_SIZES
+FLAG_PER_LAYER = 16  # learned coefficients, one (N, K) matrix per layer
+FLAG_COEFFS_CODED = 32  # learned coefficients quantised as the weights stream's last tensor
+KNOWN_FLAGS = FLAG_LEARNED | FLAG_QUANTISED | FLAG_OMEGA | FLAG_MIXED_SIZES | FLAG_PER_LAYER | FLAG_COEFFS_CODED
+SCHEMES = ("linear", "learned", "per-layer")
 
 FAMILIES = ("laplace", "gaussian")
 DEFAULT_OMEGA = 30.0
@@ -62,11 +65,11 @@ class Header:
     sets: int
     omega_first: float
     omega: float
-    coeffs: str  # "linear" | "learned"
+    coeffs: str  # "linear" | "learned" | "per-layer"
     precision: str  # "fp16" | "q<bits>"
     sizes: list[tuple[int, int]]  # (height, width) per image
     names: list[str]
-    codes: list[TensorCode] = field(default_factory=list)  # quantised only, one per tensor
+    codes: list[TensorCode] = field(default_factory=list)  # quantised only, one per tensor (coefficients last)
 
     @property
     def n(self) -> int:
@@ -76,13 +79,26 @@ class Header:
     def bits(self) -> int | None:
         return int(self.precision[1:]) if self.precision.startswith("q") else None
 
+    @property
+    def coeffs_coded(self) -> bool:
+        """Learned coefficients stored in the quantised weights stream (one tensor code more)."""
+        return self.bits is not None and self.coeffs != "linear" and len(self.codes) == 2 * self.depth + 3
+
+    def coeff_shape(self) -> tuple[int, ...] | None:
+        """(N, K), (L+1, N, K) per layer, or None for linear coefficients (not stored)."""
+        return {"linear": None, "learned": (self.n, self.sets),
+                "per-layer": (self.depth + 1, self.n, self.sets)}[self.coeffs]
+
     def tensor_shapes(self) -> list[tuple[int, ...]]:
-        """Shapes in file order: layer 0 weights (K, out, in), layer 0 biases (K, out), layer 1 ..."""
+        """Shapes in file order: layer 0 weights (K, out, in), layer 0 biases (K, out), layer 1 ...,
+        then the coefficients when they are coded in the stream."""
         w, k = self.width, self.sets
         layers = [(w, 2)] + [(w, w)] * (self.depth - 1) + [(3, w)]
         shapes: list[tuple[int, ...]] = []
         for o, i in layers:
             shapes += [(k, o, i), (k, o)]
+        if self.coeffs_coded:
+            shapes.append(self.coeff_shape())
         return shapes
 
     def n_params(self) -> int:
@@ -92,7 +108,7 @@ class Header:
 @dataclass
 class Parsed:
     header: Header
-    coeffs: np.ndarray | None  # (N, K) float32 for learned coefficients
+    coeffs: np.ndarray | None  # learned coefficients kept as float16 (Header.coeff_shape), as float32
     weights: bytes  # fp16 values or the entropy-coded stream
     sections: dict[str, int]  # bytes per section, for `mixinr info`
 
@@ -145,8 +161,12 @@ def encode_header(h: Header) -> bytes:
     if problem:
         raise ValueError(problem)
     flags = 0
-    if h.coeffs == "learned":
+    if h.coeffs != "linear":
         flags |= FLAG_LEARNED
+    if h.coeffs == "per-layer":
+        flags |= FLAG_PER_LAYER
+    if h.coeffs_coded:
+        flags |= FLAG_COEFFS_CODED
     if h.precision != "fp16":
         flags |= FLAG_QUANTISED
     custom_omega = (h.omega_first, h.omega) != (DEFAULT_OMEGA, DEFAULT_OMEGA)
@@ -188,11 +208,12 @@ def coeff_bytes(coeffs: np.ndarray) -> bytes:
 
 
 def write(h: Header, coeffs: np.ndarray | None, weights: bytes) -> bytes:
-    """The complete archive. `coeffs` (N, K) is stored (as float16) only for learned coefficients."""
+    """The complete archive. `coeffs` (Header.coeff_shape) is stored as float16 for learned
+    coefficients that are not coded in the weights stream; otherwise it must be None."""
     body = bytearray(MAGIC) + bytes([VERSION]) + encode_header(h)
-    if h.coeffs == "learned":
-        if coeffs is None or np.shape(coeffs) != (h.n, h.sets):
-            raise ValueError("learned coefficients need an (N, K) matrix")
+    if h.coeffs != "linear" and not h.coeffs_coded:
+        if coeffs is None or np.shape(coeffs) != h.coeff_shape():
+            raise ValueError(f"learned coefficients need a {h.coeff_shape()} matrix")
         body += coeff_bytes(coeffs)
     body += weights
     return bytes(body) + struct.pack("<I", zlib.crc32(body))
@@ -205,15 +226,17 @@ def _header_problem(h: Header) -> str | None:
         return "image count out of range"
     if params_for(h.depth, h.width, h.sets) > MAX_PARAMS:
         return "network too large"
+    if h.coeffs in SCHEMES[1:] and math.prod(h.coeff_shape()) > MAX_PARAMS:
+        return "coefficient matrix too large"
     for o in (h.omega_first, h.omega):
         if not (math.isfinite(o) and 0 < o <= MAX_OMEGA):
             return f"omega {o} out of range"
-    if h.coeffs not in ("linear", "learned"):
+    if h.coeffs not in SCHEMES:
         return f"unknown coefficient scheme {h.coeffs!r}"
     bits = h.bits
     if h.precision != "fp16" and (bits is None or not MIN_BITS <= bits <= MAX_BITS):
         return f"unknown precision {h.precision!r}"
-    if bits is not None and len(h.codes) != 2 * (h.depth + 1):
+    if bits is not None and len(h.codes) not in (2 * (h.depth + 1), 2 * (h.depth + 1) + (h.coeffs != "linear")):
         return "one tensor code per tensor needed"
     for hh, ww in h.sizes:
         if not (1 <= hh <= MAX_SIDE and 1 <= ww <= MAX_SIDE):
@@ -291,6 +314,10 @@ def read(data: bytes, source: str = "archive") -> Parsed:
     flags = r.u8()
     if flags & ~KNOWN_FLAGS:
         r.fail(f"unknown header flags {flags:#x}")
+    if flags & (FLAG_PER_LAYER | FLAG_COEFFS_CODED) and not flags & FLAG_LEARNED:
+        r.fail("coefficient flags set without learned coefficients")
+    if flags & FLAG_COEFFS_CODED and not flags & FLAG_QUANTISED:
+        r.fail("coded coefficients need quantised weights")
     depth = r.varint(MAX_DEPTH, "depth")
     width = r.varint(MAX_WIDTH, "width")
     sets = r.varint(MAX_SETS, "number of weight sets K")
@@ -342,7 +369,7 @@ def read(data: bytes, source: str = "archive") -> Parsed:
         prev = cur
     codes = []
     if flags & FLAG_QUANTISED:
-        for _ in range(2 * (depth + 1)):
+        for _ in range(2 * (depth + 1) + bool(flags & FLAG_COEFFS_CODED)):
             family = r.u8()
             step, scale = r.f16(), r.f16()
             if family >= len(FAMILIES):
@@ -350,19 +377,22 @@ def read(data: bytes, source: str = "archive") -> Parsed:
             if not (step > 0 and math.isfinite(step) and scale > 0 and math.isfinite(scale)):
                 r.fail("quantisation step or scale out of range")
             codes.append(TensorCode(family, step, scale))
-    header = Header(depth, width, sets, omega_first, omega, "learned" if flags & FLAG_LEARNED else "linear",
-                    precision, sizes, names, codes)
+    scheme = "linear" if not flags & FLAG_LEARNED else "per-layer" if flags & FLAG_PER_LAYER else "learned"
+    header = Header(depth, width, sets, omega_first, omega, scheme, precision, sizes, names, codes)
+    if scheme != "linear" and math.prod(header.coeff_shape()) > MAX_PARAMS:
+        r.fail(f"coefficient matrix {header.coeff_shape()} too large")
     sections = {"magic+version": len(MAGIC) + 1, "header": r.pos - len(MAGIC) - 1}
 
     coeffs = None
-    if flags & FLAG_LEARNED:
-        raw = r.take(2 * n * sets)
-        coeffs = np.frombuffer(raw, dtype="<f2").astype(np.float32).reshape(n, sets)
+    if flags & FLAG_LEARNED and not header.coeffs_coded:
+        shape = header.coeff_shape()
+        raw = r.take(2 * math.prod(shape))
+        coeffs = np.frombuffer(raw, dtype="<f2").astype(np.float32).reshape(shape)
         if not np.all(np.isfinite(coeffs)) or np.abs(coeffs).max() > MAX_COEFF:
             r.fail("coefficient matrix holds values out of range")
         sections["coefficients"] = len(raw)
     weights = data[r.pos : end]
-    params = params_for(depth, width, sets)
+    params = params_for(depth, width, sets) + (math.prod(header.coeff_shape()) if header.coeffs_coded else 0)
     if precision == "fp16":
         if len(weights) != 2 * params:
             r.fail(f"weights section is {len(weights)} bytes, expected {2 * params} (truncated or corrupt)")

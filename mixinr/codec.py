@@ -26,7 +26,7 @@ from mixinr.bitstream import Header, TensorCode
 from mixinr.errors import MixinrError
 from mixinr.images import read_bytes
 from mixinr.metrics import psnr, psnr_from_mse
-from mixinr.model import Arch, MixtureSiren, grid, image_layers, linear_coefficients, render, to_uint8
+from mixinr.model import COEFF_SCHEMES, Arch, MixtureSiren, grid, image_layers, layer_coeffs, linear_coefficients, render, to_uint8
 from mixinr.train import FitConfig, fit
 
 # Default schedule (docs/codec.md has the measurements behind it): one cosine decay from LR to
@@ -66,7 +66,7 @@ class EncodeConfig:
     depth: int | None = None
     width: int | None = None
     sets: int = DEFAULT_SETS  # K
-    coeffs: str = DEFAULT_COEFFS  # "learned" or "linear" (the seed's)
+    coeffs: str = DEFAULT_COEFFS  # "learned", "per-layer" or "linear" (the seed's)
     omega: float = DEFAULT_OMEGA  # first and hidden layers' omega
     precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
     epochs: int | None = None  # None -> DEFAULT_EPOCHS
@@ -106,11 +106,12 @@ class EncodeResult:
 
 
 def _tensors(model: MixtureSiren) -> list[np.ndarray]:
-    """K-set tensors in file order: W_0, b_0, W_1, b_1, ..."""
-    out = []
-    for w, b in zip(model.weights, model.biases):
-        out += [w.detach().cpu().float().numpy(), b.detach().cpu().float().numpy()]
-    return out
+    """The tensors a quantised archive codes, in file order: W_0, b_0, W_1, b_1, ..., then the
+    learned coefficients (N, K) or (L+1, N, K)."""
+    params = [t for pair in zip(model.weights, model.biases) for t in pair]
+    if model.scheme != "linear":
+        params.append(model.coeffs)
+    return [t.detach().cpu().float().numpy() for t in params]
 
 
 def _header(arch: Arch, names, sizes, scheme: str, precision: str, codes=()) -> Header:
@@ -125,12 +126,16 @@ def _write(header: Header, coeffs, weights: bytes) -> bytes:
         raise MixinrError(f"cannot store this archive: {e}") from None
 
 
-def _pack_tensors(arch, tensors, coeffs, scheme, names, sizes, precision) -> bytes:
+def _pack_tensors(arch, tensors, scheme, names, sizes, precision, steps=None) -> bytes:
+    """fp16: weights and (as their own section) coefficients as float16. Quantised (precision "q<b>",
+    or steps given: the bits the steps need): every tensor, coefficients last, range coded."""
     if precision == "fp16":
-        return _write(_header(arch, names, sizes, scheme, "fp16"), coeffs, entropy.fp16_bytes(tensors))
-    bits = _bits(precision)
-    codes, payload = entropy.encode_tensors(tensors, bits)
-    return _write(_header(arch, names, sizes, scheme, precision, codes), coeffs, payload)
+        n = 2 * (arch.depth + 1)
+        coeffs = tensors[n] if scheme != "linear" else None
+        return _write(_header(arch, names, sizes, scheme, "fp16"), coeffs, entropy.fp16_bytes(tensors[:n]))
+    bits = _bits(precision) if steps is None else entropy.bits_for(tensors, steps)
+    codes, payload = entropy.encode_tensors(tensors, bits, steps)
+    return _write(_header(arch, names, sizes, scheme, f"q{bits}", codes), None, payload)
 
 
 def _bits(precision: str) -> int:
@@ -139,22 +144,18 @@ def _bits(precision: str) -> int:
     return int(precision[1:])
 
 
-def _coeffs_of(model: MixtureSiren) -> np.ndarray | None:
-    return model.coeffs.detach().cpu().float().numpy() if model.scheme == "learned" else None
-
-
 def pack(model: MixtureSiren, names: list[str], sizes: list[tuple[int, int]], precision: str = "fp16") -> bytes:
     """Archive bytes of an already-fitted model; sizes are (height, width) per image."""
     if len(names) != model.n_images or len(sizes) != model.n_images:
         raise MixinrError(f"pack: {model.n_images} images in the model, {len(names)} names, {len(sizes)} sizes")
-    return _pack_tensors(model.arch, _tensors(model), _coeffs_of(model), model.scheme, names, sizes, precision)
+    return _pack_tensors(model.arch, _tensors(model), model.scheme, names, sizes, precision)
 
 
 def _overhead(arch: Arch, names, sizes, scheme: str, quantised: bool) -> int:
     """Bytes of an archive whose weights section is empty (magic, header, coefficients, checksum)."""
-    codes = [TensorCode(0, 1.0, 1.0)] * (2 * (arch.depth + 1)) if quantised else []
+    codes = [TensorCode(0, 1.0, 1.0)] * (2 * (arch.depth + 1) + (scheme != "linear")) if quantised else []
     h = _header(arch, names, sizes, scheme, "q8" if quantised else "fp16", codes)
-    coeffs = np.zeros((len(names), arch.sets), np.float32) if scheme == "learned" else None
+    coeffs = np.zeros(h.coeff_shape(), np.float32) if scheme != "linear" and not quantised else None
     return len(_write(h, coeffs, b""))
 
 
@@ -184,8 +185,11 @@ class Archive:
         if not all(np.all(np.isfinite(t)) for t in tensors):
             raise MixinrError(f"{source}: weights section holds non-finite values")
         t = [torch.from_numpy(np.ascontiguousarray(x)) for x in tensors]
-        self._weights, self._biases = t[0::2], t[1::2]
-        if parsed.coeffs is not None:
+        n = 2 * (h.depth + 1)
+        self._weights, self._biases = t[0:n:2], t[1:n:2]
+        if h.coeffs_coded:
+            self.coeffs = t[n]
+        elif parsed.coeffs is not None:
             self.coeffs = torch.from_numpy(parsed.coeffs.copy())
         else:
             self.coeffs = linear_coefficients(h.n, h.sets)
@@ -199,7 +203,7 @@ class Archive:
 
     def layers(self, index: int):
         """Image `index`'s own SIREN [(W, b)], theta_i = sum_k C[i, k] theta_k."""
-        return image_layers(self.coeffs[index], self._weights, self._biases)
+        return image_layers(layer_coeffs(self.coeffs, self.arch.depth + 1)[:, index], self._weights, self._biases)
 
     def decode(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """(H, W, 3) uint8 of image `index` only, at its own size or `size` = (height, width)."""
@@ -260,8 +264,8 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
                          ("--sets", cfg.sets, bitstream.MAX_SETS)):
         if v is not None and not 1 <= v <= cap:
             raise MixinrError(f"{what} must be between 1 and {cap}, got {v}")
-    if cfg.coeffs not in ("linear", "learned"):
-        raise MixinrError(f"--coeffs must be linear or learned, got {cfg.coeffs!r}")
+    if cfg.coeffs not in COEFF_SCHEMES:
+        raise MixinrError(f"--coeffs must be one of {', '.join(COEFF_SCHEMES)}, got {cfg.coeffs!r}")
     if cfg.precision not in PRECISIONS:
         raise MixinrError(f"precision must be auto, fp16 or q{bitstream.MIN_BITS}..q{bitstream.MAX_BITS}")
     if cfg.epochs is not None and cfg.epochs < 1:
@@ -285,7 +289,7 @@ def fit_threads(work: int) -> int:
 
 
 def sensitivity(model: MixtureSiren, sizes, seed: int = 0) -> np.ndarray:
-    """Per tensor (file order): growth of the decoded images' mean squared error ([-1, 1] scale) per
+    """Per coded tensor (file order, coefficients last when learned): growth of the decoded images' mean squared error ([-1, 1] scale) per
     unit of variance of independent noise added to each of its elements, the model of quantisation
     noise (variance step^2 / 12). Two seeded noise draws, evaluated on the images' own grid when all
     share one of at most 64x64 pixels, else on a 64x64 grid (a sample of the same average)."""
@@ -295,7 +299,7 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0) -> np.ndarray:
     else:
         coords = grid(min(64, max(heights)), min(64, max(widths)))
     m = copy.deepcopy(model).cpu().eval()
-    params = [p for pair in zip(m.weights, m.biases) for p in pair]
+    params = [p for pair in zip(m.weights, m.biases) for p in pair] + ([m.coeffs] if m.scheme != "linear" else [])
     gen = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():
@@ -321,7 +325,7 @@ class _Candidate:
     def __init__(self, model: MixtureSiren, float_mse: float, images, names, sizes, seed: int, g=None):
         self.model, self.float_mse, self.images, self.names, self.sizes = model, float_mse, images, names, sizes
         self.seed = seed
-        self.tensors, self.coeffs = _tensors(model), _coeffs_of(model)
+        self.tensors = _tensors(model)
         self.n_weights = sum(t.size for t in self.tensors)
         self._packed: dict = {}
         self._psnrs: dict = {}
@@ -355,15 +359,9 @@ class _Candidate:
     def pack(self, setting) -> bytes:
         key = setting if isinstance(setting, str) else float(setting)
         if key not in self._packed:
-            m = self.model
-            if isinstance(setting, str):
-                data = _pack_tensors(m.arch, self.tensors, self.coeffs, m.scheme, self.names, self.sizes, setting)
-            else:
-                steps = self.steps(setting)
-                bits = entropy.bits_for(self.tensors, steps)
-                codes, payload = entropy.encode_tensors(self.tensors, bits, steps)
-                data = _write(_header(m.arch, self.names, self.sizes, m.scheme, f"q{bits}", codes), self.coeffs, payload)
-            self._packed[key] = data
+            steps = None if isinstance(setting, str) else self.steps(setting)
+            self._packed[key] = _pack_tensors(self.arch, self.tensors, self.model.scheme, self.names, self.sizes,
+                                              setting if steps is None else None, steps)
         return self._packed[key]
 
     def precision(self, setting) -> str:

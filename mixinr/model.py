@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-COEFF_SCHEMES = ("linear", "learned")
+# linear: the seed's fixed chain; learned: one trained row per image; per-layer: one trained row per
+# image and layer (each layer mixes the sets its own way; docs/rd.md measures the gain).
+COEFF_SCHEMES = ("linear", "learned", "per-layer")
 
 
 @dataclass(frozen=True)
@@ -100,18 +102,25 @@ class MixtureSiren(nn.Module):
             self.weights.append(nn.Parameter(_uniform((arch.sets, fan_out, fan_in), w_bound, generator)))
             self.biases.append(nn.Parameter(_uniform((arch.sets, fan_out), b_bound, generator)))
         c = linear_coefficients(n_images, arch.sets)
-        if coeffs == "learned":
-            self.coeffs = nn.Parameter(c)
-        else:
+        if coeffs == "per-layer":
+            c = c.repeat(len(shapes), 1, 1)  # (L+1, N, K)
+        if coeffs == "linear":
             self.register_buffer("coeffs", c)
+        else:
+            self.coeffs = nn.Parameter(c)
+
+    def layer_coeffs(self) -> Tensor:
+        """(L+1, N, K): the rows each layer mixes with (one shared matrix unless per-layer)."""
+        return layer_coeffs(self.coeffs, self.arch.depth + 1)
 
     def image_layers(self, index: int) -> list[tuple[Tensor, Tensor]]:
         """Image `index`'s own SIREN: [(W, b)] with theta_i = sum_k C[i, k] theta_k."""
-        return image_layers(self.coeffs[index], self.weights, self.biases)
+        return image_layers(self.layer_coeffs()[:, index], self.weights, self.biases)
 
     def forward(self, coords: Tensor) -> Tensor:
         """RGB in [-1, 1] of every image: coords (P, 2) shared by all, or (N, P, 2) per image -> (N, P, 3)."""
-        return forward_mixed(coords, self.arch, self.coeffs, self.weights[0], self.biases[0], self.mixed_layers())
+        c0 = self.layer_coeffs()[0]
+        return forward_mixed(coords, self.arch, c0, self.weights[0], self.biases[0], self.mixed_layers())
 
     def mixed_layers(self) -> list[tuple[Tensor, Tensor]]:
         """Per-image weights (N, out, in) and biases (N, out) of every layer after the first.
@@ -119,7 +128,7 @@ class MixtureSiren(nn.Module):
         The first layer stays per set: its input is shared, so it is evaluated K times and mixed after.
         Fitting mixes once per epoch and reuses the result for every pixel chunk.
         """
-        return [mix(self.coeffs, w, b) for w, b in zip(self.weights[1:], self.biases[1:])]
+        return mix_layers(self.layer_coeffs()[1:], self.weights[1:], self.biases[1:])
 
 
 def forward_mixed(coords: Tensor, arch: Arch, c: Tensor, w0: Tensor, b0: Tensor,
@@ -138,9 +147,19 @@ def forward_mixed(coords: Tensor, arch: Arch, c: Tensor, w0: Tensor, b0: Tensor,
     return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
 
+def layer_coeffs(c: Tensor, layers: int) -> Tensor:
+    """Coefficients (N, K), or (L+1, N, K) per layer, as (L+1, N, K)."""
+    return c if c.dim() == 3 else c.expand(layers, -1, -1)
+
+
 def image_layers(c: Tensor, weights, biases) -> list[tuple[Tensor, Tensor]]:
-    """One image's SIREN [(W, b)] from its coefficient row c (K,) and the per-set tensors."""
-    return [(torch.einsum("k,koi->oi", c, w), c @ b) for w, b in zip(weights, biases)]
+    """One image's SIREN [(W, b)] from its coefficients c: (L+1, K), a row per layer, and the per-set tensors."""
+    return [(torch.einsum("k,koi->oi", cl, w), cl @ b) for cl, w, b in zip(c, weights, biases)]
+
+
+def mix_layers(c: Tensor, weights, biases) -> list[tuple[Tensor, Tensor]]:
+    """Every image's weights and biases of each layer, layer l mixed with c[l] (N, K)."""
+    return [mix(cl, w, b) for cl, w, b in zip(c, weights, biases)]
 
 
 def mix(c: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch._dynamo import config as dynamo_config
 
 from mixinr.metrics import psnr_from_mse
-from mixinr.model import Arch, MixtureSiren, auto_threads, forward_mixed, from_uint8, grid, mix, using_threads
+from mixinr.model import Arch, MixtureSiren, auto_threads, forward_mixed, from_uint8, grid, mix_layers, using_threads
 
 
 @dataclass
@@ -162,7 +162,7 @@ class Fitter:
             # A copy: the caller's model stays as it was (rate control compares both).
             self.model = copy.deepcopy(init).to(self.device)
         n_tensors = 2 * len(self.model.weights)
-        if quant_steps is not None and len(quant_steps) != n_tensors:
+        if quant_steps is not None and len(quant_steps) not in (n_tensors, n_tensors + (self.model.scheme != "linear")):
             raise ValueError(f"quant_steps: {len(quant_steps)} steps for {n_tensors} tensors")
         self.steps = None if quant_steps is None else [float(s) for s in quant_steps]
         self.data = _Targets(images, self.device)
@@ -227,13 +227,16 @@ class Fitter:
         chunks run on detached copies whose gradients are pushed through the mixing at the end."""
         m, data = self.model, self.data
         if self.steps is None:
-            mixed = m.mixed_layers()
-            head = (m.coeffs, m.weights[0], m.biases[0])
+            c, ws, bs = m.layer_coeffs(), m.weights, m.biases
         else:
-            ws = [_fake_quant(w, s) for w, s in zip(m.weights, self.steps[0::2])]
-            bs = [_fake_quant(b, s) for b, s in zip(m.biases, self.steps[1::2])]
-            mixed = [mix(m.coeffs, w, b) for w, b in zip(ws[1:], bs[1:])]
-            head = (m.coeffs, ws[0], bs[0])
+            n = len(m.weights)
+            ws = [_fake_quant(w, s) for w, s in zip(m.weights, self.steps[0 : 2 * n : 2])]
+            bs = [_fake_quant(b, s) for b, s in zip(m.biases, self.steps[1 : 2 * n : 2])]
+            c = m.layer_coeffs()
+            if len(self.steps) > 2 * n:  # learned coefficients are quantised too (the last step)
+                c = _fake_quant(c, self.steps[-1])
+        mixed = mix_layers(c[1:], ws[1:], bs[1:])
+        head = (c[0], ws[0], bs[0])
         leaves = [t.detach().requires_grad_() for pair in mixed for t in pair]
         if self.cfg.pixels_per_step:
             coords, rgb, mask = data.sample(self.cfg.pixels_per_step, self.gen)
@@ -291,7 +294,7 @@ def fit(images: list[np.ndarray], arch: Arch, cfg: FitConfig, init: MixtureSiren
 
     init: start from (a copy of) this model, same arch and image count, instead of a fresh one; its
     coefficient scheme is kept. quant_steps: one quantisation step per tensor (file order W_0, b_0,
-    W_1, ...): the forward pass uses the rounded weights, gradients pass straight through; the result
+    W_1, ..., then the learned coefficients' if they are quantised too): the forward pass uses the rounded weights, gradients pass straight through; the result
     holds the float weights whose rounded version had the lowest loss."""
     fitter = Fitter(images, arch, cfg, init, quant_steps)
     start = time.perf_counter()

@@ -47,6 +47,32 @@ def test_round_trip_all_fields():
     assert sum(p.sections.values()) == len(data)
 
 
+def test_coefficient_schemes_round_trip():
+    """Per-layer coefficients ((L+1, N, K) float16 section) and coefficients coded in the weights
+    stream (one tensor code more, no coefficient section) come back with their scheme."""
+    h = _header(coeffs="per-layer", precision="fp16", codes=[])
+    coeffs = np.arange(3 * 3 * 2, dtype=np.float32).reshape(3, 3, 2) / 4
+    p = bitstream.read(bitstream.write(h, coeffs, bytes(2 * h.n_params())))
+    assert p.header == h and np.array_equal(p.coeffs, coeffs)
+    for scheme, shape in (("learned", (3, 2)), ("per-layer", (3, 3, 2))):
+        h = _header(coeffs=scheme, codes=[TensorCode(0, 0.5, 2.0)] * 7)
+        assert h.coeffs_coded and h.tensor_shapes()[-1] == shape
+        p = bitstream.read(bitstream.write(h, None, b"\x01\x02"))
+        assert p.header == h and p.coeffs is None and "coefficients" not in p.sections
+    with pytest.raises(ValueError, match="one tensor code per tensor"):
+        bitstream.write(_header(codes=[TensorCode(0, 0.5, 2.0)] * 7), None, b"")  # linear: nothing to code
+
+
+def test_coefficient_flags_need_learned_coefficients():
+    """Per-layer or coded-coefficient flags on an archive without learned coefficients are rejected."""
+    data = bytearray(_archive())
+    for flag in (bitstream.FLAG_PER_LAYER, bitstream.FLAG_COEFFS_CODED):
+        bad = bytearray(data[:-4])
+        bad[5] |= flag
+        with pytest.raises(MixinrError, match="without learned coefficients"):
+            bitstream.read(_recrc(bytes(bad)), "x.mixinr")
+
+
 def test_fp16_round_trip_and_same_size_shortcut():
     """fp16 archives hold exactly 2 bytes per parameter; equal sizes are stored once."""
     data = _archive(precision="fp16", codes=[])

@@ -3,6 +3,7 @@ Archive agree with the fitted model, encode reports exactly the PSNR decode give
 byte-identical for the same seed, rate control keeps every archive under its budget, learned
 coefficients are stored, mixed sizes survive, and decoding one image renders only that image."""
 
+import math
 import struct
 import zlib
 
@@ -129,16 +130,26 @@ def test_budget_too_small(group):
         encode(images, names, EncodeConfig(bpp=2.0, depth=4, width=40, **FAST))
 
 
-def test_learned_coefficients_are_stored(group):
-    """Learned coefficients go into the archive (float16) and decode uses them."""
+@pytest.mark.parametrize("scheme", ["learned", "per-layer"])
+def test_learned_coefficients_are_stored(group, scheme):
+    """Learned coefficients ((N, K), or (L+1, N, K) per layer) go into the archive: as float16 beside
+    fp16 weights, as the last range-coded tensor of a quantised archive; decode uses what was stored."""
     images, names = group
-    res = fit(images, Arch(2, 8, 3), FitConfig(epochs=40, coeffs="learned", progress=False, device="cpu"))
-    data = pack(res.model, names, [(12, 12)] * 3, "q10")
-    a = Archive.from_bytes(data)
-    assert a.scheme == "learned" and a.sections["coefficients"] == 3 * 3 * 2
-    assert torch.allclose(a.coeffs, res.model.coeffs.detach().half().float())
-    r = encode(images, names, EncodeConfig(depth=2, width=8, coeffs="learned", precision="q10", **FAST))
-    assert Archive.from_bytes(r.data).scheme == "learned"
+    res = fit(images, Arch(2, 8, 3), FitConfig(epochs=40, coeffs=scheme, progress=False, device="cpu"))
+    shape = (3, 3) if scheme == "learned" else (3, 3, 3)
+    assert res.model.coeffs.shape == shape
+    half = Archive.from_bytes(pack(res.model, names, [(12, 12)] * 3, "fp16"))
+    assert half.scheme == scheme and half.sections["coefficients"] == 2 * math.prod(shape)
+    assert torch.equal(half.coeffs, res.model.coeffs.detach().half().float())
+    coded = Archive.from_bytes(pack(res.model, names, [(12, 12)] * 3, "q10"))
+    assert coded.scheme == scheme and "coefficients" not in coded.sections and coded.coeffs.shape == shape
+    step = max(abs(res.model.coeffs).max().item() / 511, 1e-3)
+    assert torch.allclose(coded.coeffs, res.model.coeffs.detach(), atol=step)
+    for i in range(3):  # the decoder mixes each layer with the stored rows
+        ref = to_uint8(render(res.model.image_layers(i), res.model.arch, 12, 12)).numpy()
+        assert np.abs(coded.decode(i).astype(int) - ref).max() <= 6
+    r = encode(images, names, EncodeConfig(depth=2, width=8, coeffs=scheme, precision="q10", **FAST))
+    assert Archive.from_bytes(r.data).scheme == scheme
 
 
 def test_mixed_sizes_keep_their_sizes():

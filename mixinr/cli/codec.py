@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+from mixinr.bitstream import SCHEMES
 from mixinr.cli import add_json_flag, emit
 from mixinr.errors import MixinrError
 
@@ -55,7 +56,7 @@ def add_network_flags(p) -> None:
     """--sets, --coeffs, --omega; unset ones keep EncodeConfig's defaults (kept out of here so that
     the command starts without importing torch)."""
     p.add_argument("--sets", type=int, metavar="K", help="weight sets mixed per image (default: EncodeConfig's, 3)")
-    p.add_argument("--coeffs", choices=("linear", "learned"), help="mixing coefficients (default: learned)")
+    p.add_argument("--coeffs", choices=SCHEMES, help="mixing coefficients: learned (default), per-layer, linear")
     p.add_argument("--omega", type=float, help="SIREN frequency of every sine layer (default: 20)")
 
 
