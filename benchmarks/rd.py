@@ -11,9 +11,9 @@ Methods (docs/rd.md has the measurements and the reasons):
   it can only shrink: the widest width <= 16 at depth 5 whose fp16 archive fits. Above the budget
   5x16 needs (about 2.4 bpp for 16 CIFAR images) the seed has no wider net, so its point sits below
   the target: its real bpp is reported.
-- mixinr-default: `codec.encode` with `EncodeConfig(bpp=B)` only.
-- mixinr-best: `EncodeConfig(bpp=B, **BEST)`, the settings the study in docs/rd.md chose (K=3 learned
-  coefficients; omega 20 too once EncodeConfig exposes omega).
+- mixinr-default: `codec.encode` with `EncodeConfig(bpp=B)`: the codec's defaults, which the study in
+  docs/rd.md chose. `--settings '{"omega": 20, "coeffs": "learned"}'` adds EncodeConfig fields (the
+  study's rows); the rows then carry those settings.
 - webp, jpegxl (CIFAR) / jpegxl, avif (Kodak): every image of a group at every quality of
   mixinr.baselines' sweep; the group's mean PSNR against its total bytes * 8 / total pixels is
   interpolated at the target (mixinr.compare.interpolate_at: linear in log bpp on the envelope, never
@@ -56,13 +56,7 @@ KODAK_SIZE = (128, 192)  # (height, width): quarter size
 # The seed's configuration (METHOD.md): net, schedule.
 SEED_DEPTH, SEED_WIDTH = 5, 16
 SEED_LR, SEED_T0, SEED_ETA_MIN, SEED_EPOCHS = 2e-4, 1000, 5e-6, 10000
-# The best settings the study found (docs/rd.md, "Chosen defaults and evidence"). Omega 20 was found
-# by handing the codec a patched Arch; it joins BEST by itself once EncodeConfig has an omega field.
-BEST: dict = {"sets": 3, "coeffs": "learned"}
-if "omega" in {f.name for f in dataclasses.fields(codec.EncodeConfig)}:
-    BEST["omega"] = 20.0
-
-CIFAR_METHODS = ("seed-fp16", "mixinr-default", "mixinr-best", "webp", "jpegxl")
+CIFAR_METHODS = ("seed-fp16", "mixinr-default", "webp", "jpegxl")
 KODAK_METHODS = ("mixinr-default", "jpegxl", "avif")
 
 
@@ -192,8 +186,9 @@ def summarise(method: str, target: float, points: list[dict | None], n_groups: i
     return row
 
 
-def run(groups: list[Group], targets, methods, epochs=None, seed_epochs=SEED_EPOCHS, on_row=None) -> list[dict]:
-    """Every method at every target over the groups; one summary row per (method, target)."""
+def run(groups: list[Group], targets, methods, settings=None, seed_epochs=SEED_EPOCHS, on_row=None) -> list[dict]:
+    """Every method at every target over the groups; one summary row per (method, target).
+    `settings`: EncodeConfig fields for the mixinr method beyond the codec's defaults."""
     rows = []
 
     def emit(row):
@@ -201,7 +196,7 @@ def run(groups: list[Group], targets, methods, epochs=None, seed_epochs=SEED_EPO
         if on_row:
             on_row(row)
 
-    extra = {} if epochs is None else {"epochs": epochs}
+    settings = settings or {}
     for m in methods:
         if m in CODECS:
             curves = [classical_curve(m, g) for g in groups]
@@ -212,12 +207,13 @@ def run(groups: list[Group], targets, methods, epochs=None, seed_epochs=SEED_EPO
             if m == "seed-fp16":
                 pts = [seed_point(g, t, seed_epochs) for g in groups]
             elif m == "mixinr-default":
-                pts = [mixinr_point(g, t, **extra) for g in groups]
-            elif m == "mixinr-best":
-                pts = [mixinr_point(g, t, **BEST, **extra) for g in groups]
+                pts = [mixinr_point(g, t, **settings) for g in groups]
             else:
                 raise SystemExit(f"unknown method {m!r}")
-            emit(summarise(m, t, pts, len(groups)))
+            row = summarise(m, t, pts, len(groups))
+            if m != "seed-fp16" and settings:
+                row["settings"] = settings
+            emit(row)
     return rows
 
 
@@ -267,6 +263,8 @@ def main(argv=None) -> int:
     p.add_argument("--classes", nargs="+", default=list(range(10)), help="class folders to use (default 0-9)")
     p.add_argument("--group-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=None, help="mixinr epochs (default: the codec's)")
+    p.add_argument("--settings", type=json.loads, default=None,
+                   help='mixinr EncodeConfig fields as JSON, e.g. \'{"omega": 20, "coeffs": "learned"}\'')
     p.add_argument("--seed-epochs", type=int, default=SEED_EPOCHS, help="epochs of the seed's schedule")
     p.add_argument("--methods", nargs="+", default=None)
     p.add_argument("--targets", nargs="+", type=float, default=None, help="bpp targets")
@@ -291,7 +289,11 @@ def main(argv=None) -> int:
         groups = load_cifar_groups(args.data or CIFAR, args.classes, args.group_size)
         targets, methods = args.targets or CIFAR_TARGETS, args.methods or CIFAR_METHODS
     on_row = (lambda r: print(json.dumps(r), flush=True)) if args.json else None
-    rows = run(groups, targets, methods, args.epochs, args.seed_epochs, on_row)
+    settings = dict(args.settings or {}, **({"epochs": args.epochs} if args.epochs else {}))
+    unknown = set(settings) - {f.name for f in dataclasses.fields(codec.EncodeConfig)}
+    if unknown:
+        raise SystemExit(f"--settings: not EncodeConfig fields: {', '.join(sorted(unknown))}")
+    rows = run(groups, targets, methods, settings, args.seed_epochs, on_row)
     if args.plot:
         plot(rows, args.plot, args.title)
     if args.json:

@@ -36,10 +36,12 @@ DEFAULT_LR = 1e-3
 DEFAULT_DEPTH = 5
 # Rate control aims for quantisation costing TARGET_LOSS_DB of PSNR: on 16 CIFAR airplanes at 2 bpp,
 # widths 18 / 21 / 24 / 28 gave 25.25 / 26.0 / 26.8 / 24.4 dB, the best trade near 0.6 dB of
-# quantisation loss. The first width assumes that point costs EST_BITS_PER_PARAM bits per weight; a
-# refit happens when the first fit lands outside [LOW_LOSS_DB, HIGH_LOSS_DB].
+# quantisation loss. The first width assumes that point costs EST_BITS_PER_PARAM bits per weight (with
+# the defaults of docs/rd.md the archives kept on 16 airplanes at 1 / 2 / 4 bpp spent 7.3 / 7.4 / 8.1 bits
+# per coded value at ~0.3 dB of loss; 6.2, right for the older defaults, made the first 4 bpp fit too wide
+# and cost a refit); a refit happens when the first fit lands outside [LOW_LOSS_DB, HIGH_LOSS_DB].
 TARGET_LOSS_DB = 0.6
-EST_BITS_PER_PARAM = 6.2
+EST_BITS_PER_PARAM = 7.0
 LOW_LOSS_DB, HIGH_LOSS_DB = 0.25, 1.5
 # Quantisation-aware fine-tuning (docs/codec.md): after the steps are chosen, QAT_EPOCHS full-batch
 # epochs through the quantiser (straight-through gradients), Adam at QAT_LR decayed by one cosine to
@@ -70,6 +72,7 @@ class EncodeConfig:
     omega: float = DEFAULT_OMEGA  # first and hidden layers' omega
     precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
     epochs: int | None = None  # None -> DEFAULT_EPOCHS
+    lr: float | None = None  # Adam's first learning rate (one cosine decay to lr/100); None -> DEFAULT_LR
     qat_epochs: int | None = None  # quantisation-aware fine-tuning; None -> DEFAULT_QAT_EPOCHS, 0 -> off
     seed: int = 0
     device: str = "auto"
@@ -268,6 +271,8 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
         raise MixinrError(f"--coeffs must be one of {', '.join(COEFF_SCHEMES)}, got {cfg.coeffs!r}")
     if cfg.precision not in PRECISIONS:
         raise MixinrError(f"precision must be auto, fp16 or q{bitstream.MIN_BITS}..q{bitstream.MAX_BITS}")
+    if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise MixinrError(f"learning rate must be a positive number, got {cfg.lr}")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise MixinrError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.qat_epochs is not None and cfg.qat_epochs < 0:
@@ -275,8 +280,8 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
 
 
 def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
-    epochs = cfg.epochs or DEFAULT_EPOCHS
-    return FitConfig(epochs=epochs, lr=DEFAULT_LR, t0=epochs, eta_min=DEFAULT_LR / 100, coeffs=cfg.coeffs,
+    epochs, lr = cfg.epochs or DEFAULT_EPOCHS, cfg.lr or DEFAULT_LR
+    return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs,
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress, description=description,
                      threads=threads)
 
@@ -391,9 +396,10 @@ class _Candidate:
         return math.exp(hi)
 
 
-def _width_for(budget: int, depth: int, sets: int, overhead: int, bits_per_param: float) -> int:
-    """Widest width whose weights are predicted to fit in `budget` bytes (0 if none)."""
-    room = (budget - overhead) * 8 / bits_per_param
+def _width_for(budget: int, depth: int, sets: int, overhead: int, bits_per_param: float, coded: int = 0) -> int:
+    """Widest width whose weights (and `coded` other values in the stream) are predicted to fit in
+    `budget` bytes (0 if none)."""
+    room = (budget - overhead) * 8 / bits_per_param - coded
     best = 0
     for w in range(1, bitstream.MAX_WIDTH + 1):
         if bitstream.params_for(depth, w, sets) > room:
@@ -489,7 +495,10 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):
 
     est = 16.0 if cfg.precision == "fp16" else (
         EST_BITS_PER_PARAM if cfg.precision == "auto" else max(1.0, _bits(cfg.precision) - 0.9))
-    width = cfg.width or _width_for(budget, depth, cfg.sets, overhead, est)
+    # Quantised learned coefficients are coded with the weights: they take room like weights do.
+    coded = 0 if not quantised or cfg.coeffs == "linear" else len(names) * cfg.sets * (
+        depth + 1 if cfg.coeffs == "per-layer" else 1)
+    width = cfg.width or _width_for(budget, depth, cfg.sets, overhead, est, coded)
     tried: dict[int, tuple] = {}
     while width >= 1 and width not in tried:
         cand = fitted(depth, width)
@@ -502,7 +511,7 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):
             break
         # Quantisation far from the intended operating point (or nothing fits): one refit at the width
         # the measured bits per weight says fits the budget there.
-        nxt = _width_for(budget, depth, cfg.sets, overhead, bits_per_param(cand))
+        nxt = _width_for(budget, depth, cfg.sets, overhead, bits_per_param(cand), coded)
         if setting is None:
             nxt = min(nxt, width - 1)
         width = nxt

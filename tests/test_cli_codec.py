@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import smooth_image
 
+from mixinr import codec
 from mixinr.cli import main
 from mixinr.images import read_image, write_png
 from mixinr.metrics import psnr
@@ -85,10 +86,10 @@ def test_info(encoded, capsys):
     _, out, report = encoded
     code, info = _run_json(["info", str(out)])
     assert code == 0
-    # The codec's defaults: K=3, learned coefficients, omega 20 (docs/rd.md).
-    assert info["version"] == 1 and info["sets"] == 3 and info["images_count"] == 3
-    assert info["arch"]["width"] == report["width"] and info["coeffs"] == "learned"
-    assert info["arch"]["omega"] == info["arch"]["omega_first"] == 20.0
+    # The codec's defaults (docs/rd.md) are what the archive says it holds.
+    assert info["version"] == 1 and info["sets"] == codec.DEFAULT_SETS and info["images_count"] == 3
+    assert info["arch"]["width"] == report["width"] and info["coeffs"] == codec.DEFAULT_COEFFS
+    assert info["arch"]["omega"] == info["arch"]["omega_first"] == codec.DEFAULT_OMEGA
     assert info["precision"] == report["precision"]
     assert sum(info["sections"].values()) == out.stat().st_size
     assert [(i["name"], i["height"], i["width"]) for i in info["images"]] == [(f"{c}.png", 12, 12) for c in "abc"]

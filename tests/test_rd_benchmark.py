@@ -69,6 +69,20 @@ def test_mixinr_point_is_under_budget_and_decoded(rd):
     assert 5 < pt["psnr"] < 99 and pt["arch"].startswith("2x")
 
 
+def test_settings_reach_the_rows_and_unknown_fields_are_refused(rd, tmp_path):
+    """--settings is passed to EncodeConfig and recorded in the mixinr rows; a field EncodeConfig does
+    not have stops the run before any fitting."""
+    for c in (0,):
+        (tmp_path / str(c)).mkdir()
+        for i, im in enumerate(_images(2)):
+            Image.fromarray(im).save(tmp_path / str(c) / f"{i}.png")
+    g = rd.load_cifar_groups(tmp_path, [0], 2)
+    rows = rd.run(g, [48.0], ["mixinr-default"], {"epochs": 20, "depth": 2, "coeffs": "linear"})
+    assert rows[0]["settings"]["coeffs"] == "linear" and rows[0]["psnr"] > 5
+    with pytest.raises(SystemExit, match="bogus"):
+        rd.main(["--data", str(tmp_path), "--classes", "0", "--settings", '{"bogus": 1}'])
+
+
 def test_classical_point_never_extrapolates(rd):
     """Inside the measured range: interpolated in log bpp; outside: None."""
     curve = ([1.0, 4.0], [20.0, 30.0])
