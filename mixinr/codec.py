@@ -29,10 +29,11 @@ from mixinr.metrics import psnr, psnr_from_mse
 from mixinr.model import COEFF_SCHEMES, Arch, MixtureSiren, grid, image_layers, layer_coeffs, linear_coefficients, render, to_uint8
 from mixinr.train import FitConfig, fit
 
-# Default schedule (docs/codec.md has the measurements behind it): one cosine decay from LR to
-# LR/100 over DEFAULT_EPOCHS full-batch epochs.
-DEFAULT_EPOCHS = 3000
-DEFAULT_LR = 1e-3
+# Default schedule: one cosine decay from LR to LR/100 over DEFAULT_EPOCHS full-batch epochs. On 16
+# CIFAR airplanes (docs/rd.md) lr 2e-3 beat 1e-3 (+0.4 to +0.6 dB at 1 and 4 bpp; 3e-3 and 4e-3 lost),
+# and 6000 epochs beat 3000 by 0.8-1.0 dB at 2 and 4 bpp for twice the encode time.
+DEFAULT_EPOCHS = 6000
+DEFAULT_LR = 2e-3
 DEFAULT_DEPTH = 5
 # Rate control aims for quantisation costing TARGET_LOSS_DB of PSNR: on 16 CIFAR airplanes at 2 bpp,
 # widths 18 / 21 / 24 / 28 gave 25.25 / 26.0 / 26.8 / 24.4 dB, the best trade near 0.6 dB of
@@ -55,10 +56,16 @@ NO_BUDGET_LOSS_DB = 0.05  # precision "auto" without a budget
 MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB
 SMALL_FIT_WORK = 1 << 22  # pixels x width below which fitting runs on one thread
 # Defaults chosen by the RD study (docs/rd.md): on 16-image CIFAR-10 groups at 1, 2 and 4 bpp, K=3 with
-# learned coefficients and omega 20 gave +1.1 to +1.9 dB over the seed's K=2, linear, omega 30.
+# learned coefficients and omega 20 gave +1.1 to +1.9 dB over the seed's K=2, linear, omega 30; then
+# coefficients per layer and omega 15 (with lr 2e-3) another +0.4 to +0.8 dB at 1 and 4 bpp.
 DEFAULT_SETS = 3
-DEFAULT_COEFFS = "learned"
-DEFAULT_OMEGA = 20.0
+DEFAULT_COEFFS = "auto"
+# "auto" coefficients: per layer unless their predicted cost, COEFF_BITS each (what rate control's
+# steps gave them on the airplanes: 11-13 bits), passes PER_LAYER_MAX_SHARE of the budget; then one
+# learned row per image. At 1 bpp on 16 CIFAR images per-layer takes ~21% and still won by 0.4 dB.
+COEFF_BITS = 12
+PER_LAYER_MAX_SHARE = 0.25
+DEFAULT_OMEGA = 15.0
 PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
 
 
@@ -68,7 +75,7 @@ class EncodeConfig:
     depth: int | None = None
     width: int | None = None
     sets: int = DEFAULT_SETS  # K
-    coeffs: str = DEFAULT_COEFFS  # "learned", "per-layer" or "linear" (the seed's)
+    coeffs: str = DEFAULT_COEFFS  # "auto", "per-layer", "learned" or "linear" (the seed's)
     omega: float = DEFAULT_OMEGA  # first and hidden layers' omega
     precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
     epochs: int | None = None  # None -> DEFAULT_EPOCHS
@@ -94,6 +101,7 @@ class EncodeResult:
     seconds: float
     arch: Arch
     precision: str
+    coeffs: str  # the coefficient scheme stored ("auto" resolved)
     trials: list[dict] = field(default_factory=list)  # what rate control tried: width, precision, bytes, psnr
 
     @property
@@ -267,8 +275,8 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
                          ("--sets", cfg.sets, bitstream.MAX_SETS)):
         if v is not None and not 1 <= v <= cap:
             raise MixinrError(f"{what} must be between 1 and {cap}, got {v}")
-    if cfg.coeffs not in COEFF_SCHEMES:
-        raise MixinrError(f"--coeffs must be one of {', '.join(COEFF_SCHEMES)}, got {cfg.coeffs!r}")
+    if cfg.coeffs not in ("auto",) + COEFF_SCHEMES:
+        raise MixinrError(f"--coeffs must be auto, {', '.join(COEFF_SCHEMES)}, got {cfg.coeffs!r}")
     if cfg.precision not in PRECISIONS:
         raise MixinrError(f"precision must be auto, fp16 or q{bitstream.MIN_BITS}..q{bitstream.MAX_BITS}")
     if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
@@ -277,6 +285,17 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
         raise MixinrError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.qat_epochs is not None and cfg.qat_epochs < 0:
         raise MixinrError(f"--qat-epochs must be 0 or more, got {cfg.qat_epochs}")
+
+
+def coeff_scheme(cfg: EncodeConfig, n_images: int, pixels: int) -> str:
+    """The coefficient scheme "auto" stands for (see PER_LAYER_MAX_SHARE); others unchanged."""
+    if cfg.coeffs != "auto":
+        return cfg.coeffs
+    if cfg.bpp is None:
+        return "per-layer"
+    bits = 16 if cfg.precision == "fp16" else COEFF_BITS
+    cost = ((cfg.depth or DEFAULT_DEPTH) + 1) * n_images * cfg.sets * bits
+    return "per-layer" if cost <= PER_LAYER_MAX_SHARE * cfg.bpp * pixels else "learned"
 
 
 def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
@@ -413,6 +432,7 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
     _check_inputs(images, names, cfg)
     # More weight sets than images only adds weights (with linear coefficients a set would go unused).
     cfg = dataclasses.replace(cfg, sets=min(cfg.sets, len(images)))
+    cfg = dataclasses.replace(cfg, coeffs=coeff_scheme(cfg, len(images), sum(im.shape[0] * im.shape[1] for im in images)))
     start = time.perf_counter()
     images = [np.ascontiguousarray(im) for im in images]
     sizes = [im.shape[:2] for im in images]
@@ -452,7 +472,8 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
                 cand, setting = tuned, tuned_setting
     data = cand.pack(setting)
     encoded = [EncodedImage(n, s[1], s[0], p) for n, s, p in zip(names, sizes, cand.psnrs(setting))]
-    return EncodeResult(data, encoded, time.perf_counter() - start, cand.arch, cand.precision(setting), trials)
+    return EncodeResult(data, encoded, time.perf_counter() - start, cand.arch, cand.precision(setting), cfg.coeffs,
+                        trials)
 
 
 def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -> _Candidate:

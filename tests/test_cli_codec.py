@@ -88,7 +88,7 @@ def test_info(encoded, capsys):
     assert code == 0
     # The codec's defaults (docs/rd.md) are what the archive says it holds.
     assert info["version"] == 1 and info["sets"] == codec.DEFAULT_SETS and info["images_count"] == 3
-    assert info["arch"]["width"] == report["width"] and info["coeffs"] == codec.DEFAULT_COEFFS
+    assert info["arch"]["width"] == report["width"] and info["coeffs"] == report["coeffs"] == "per-layer"
     assert info["arch"]["omega"] == info["arch"]["omega_first"] == codec.DEFAULT_OMEGA
     assert info["precision"] == report["precision"]
     assert sum(info["sections"].values()) == out.stat().st_size

@@ -187,6 +187,8 @@ def test_decoding_one_image_renders_only_that_image(group, monkeypatch):
         ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(bpp=-1.0), "positive"),
         ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(bpp=1.0, precision="q40"), "precision"),
         ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(bpp=1.0, sets=0), "--sets"),
+        ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(bpp=1.0, lr=0.0), "learning rate"),
+        ([np.zeros((4, 4, 3), np.uint8)], ["x.png"], EncodeConfig(bpp=1.0, coeffs="per-image"), "--coeffs"),
     ],
 )
 def test_bad_encode_inputs(images, names, cfg, message):
@@ -297,3 +299,14 @@ def test_fine_tuning_keeps_the_steps_and_gains(group, monkeypatch):
     a2 = tuned.finest_under(budget)
     assert len(tuned.pack(a2)) <= budget
     assert np.mean(tuned.psnrs(a2)) > np.mean(cand.psnrs(alpha))
+
+
+def test_auto_coefficients_follow_the_budget():
+    """"auto" stores coefficients per layer when they are predicted to take at most a quarter of the
+    budget (16 CIFAR images: 432 of 2048 bytes at 1 bpp), else one learned row per image; an explicit
+    scheme is kept."""
+    pixels = 16 * 32 * 32
+    assert codec.coeff_scheme(EncodeConfig(bpp=1.0), 16, pixels) == "per-layer"
+    assert codec.coeff_scheme(EncodeConfig(bpp=0.5), 16, pixels) == "learned"
+    assert codec.coeff_scheme(EncodeConfig(), 16, pixels) == "per-layer"
+    assert codec.coeff_scheme(EncodeConfig(bpp=0.5, coeffs="per-layer"), 16, pixels) == "per-layer"

@@ -56,8 +56,10 @@ def add_network_flags(p) -> None:
     """--sets, --coeffs, --omega; unset ones keep EncodeConfig's defaults (kept out of here so that
     the command starts without importing torch)."""
     p.add_argument("--sets", type=int, metavar="K", help="weight sets mixed per image (default: EncodeConfig's, 3)")
-    p.add_argument("--coeffs", choices=SCHEMES, help="mixing coefficients: learned (default), per-layer, linear")
-    p.add_argument("--omega", type=float, help="SIREN frequency of every sine layer (default: 20)")
+    p.add_argument("--coeffs", choices=("auto",) + SCHEMES,
+                   help="mixing coefficients: auto (default: per-layer unless the budget is small, then learned), "
+                        "per-layer, learned, linear")
+    p.add_argument("--omega", type=float, help="SIREN frequency of every sine layer (default: 15)")
 
 
 def network_settings(args) -> dict:
@@ -90,7 +92,7 @@ def run_encode(args) -> int:
                        device=args.device)
     result = encode(images, [p.name for p in paths], cfg)
     atomic_write(out, result.data, force=args.force)
-    payload = {"archive": str(out), **encode_summary(result), "coeffs": cfg.coeffs}
+    payload = {"archive": str(out), **encode_summary(result)}
     emit(args, payload, _human_encode)
     return 0
 
@@ -105,6 +107,7 @@ def encode_summary(result) -> dict:
         "depth": result.arch.depth,
         "width": result.arch.width,
         "sets": result.arch.sets,
+        "coeffs": result.coeffs,
         "precision": result.precision,
         "images": [{"name": im.name, "width": im.width, "height": im.height, "psnr": im.psnr}
                    for im in result.images],
