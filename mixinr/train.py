@@ -294,8 +294,9 @@ def fit(images: list[np.ndarray], arch: Arch, cfg: FitConfig, init: MixtureSiren
 
     init: start from (a copy of) this model, same arch and image count, instead of a fresh one; its
     coefficient scheme is kept. quant_steps: one quantisation step per tensor (file order W_0, b_0,
-    W_1, ..., then the learned coefficients' if they are quantised too): the forward pass uses the rounded weights, gradients pass straight through; the result
-    holds the float weights whose rounded version had the lowest loss."""
+    W_1, ..., then the learned coefficients' when they are quantised too): the forward pass uses the
+    rounded weights, gradients pass straight through; the result holds the float weights whose
+    rounded version had the lowest loss."""
     fitter = Fitter(images, arch, cfg, init, quant_steps)
     start = time.perf_counter()
     with fitter, _Progress(cfg, fitter.device) as bar:
