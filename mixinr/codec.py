@@ -26,7 +26,8 @@ from mixinr.bitstream import Header, TensorCode
 from mixinr.errors import MixinrError
 from mixinr.images import read_bytes
 from mixinr.metrics import psnr, psnr_from_mse
-from mixinr.model import COEFF_SCHEMES, Arch, MixtureSiren, grid, image_layers, layer_coeffs, linear_coefficients, render, to_uint8
+from mixinr.model import (COEFF_SCHEMES, Arch, MixtureSiren, grid, image_layers, layer_coeffs, linear_coefficients,
+                          render, to_uint8)
 from mixinr.train import FitConfig, fit
 
 # Default schedule: one cosine decay from LR to LR/100 over DEFAULT_EPOCHS full-batch epochs. On 16
@@ -313,10 +314,11 @@ def fit_threads(work: int) -> int:
 
 
 def sensitivity(model: MixtureSiren, sizes, seed: int = 0) -> np.ndarray:
-    """Per coded tensor (file order, coefficients last when learned): growth of the decoded images' mean squared error ([-1, 1] scale) per
-    unit of variance of independent noise added to each of its elements, the model of quantisation
-    noise (variance step^2 / 12). Two seeded noise draws, evaluated on the images' own grid when all
-    share one of at most 64x64 pixels, else on a 64x64 grid (a sample of the same average)."""
+    """Per coded tensor (file order, learned coefficients last): growth of the decoded images' mean
+    squared error ([-1, 1] scale) per unit of variance of independent noise added to each of its
+    elements, the model of quantisation noise (variance step^2 / 12). Two seeded noise draws,
+    evaluated on the images' own grid when all share one of at most 64x64 pixels, else on a 64x64
+    grid (a sample of the same average)."""
     heights, widths = zip(*sizes)
     if len(set(sizes)) == 1 and heights[0] * widths[0] <= 4096:
         coords = grid(heights[0], widths[0])
