@@ -226,13 +226,13 @@ def _header_problem(h: Header) -> str | None:
         return "image count out of range"
     if params_for(h.depth, h.width, h.sets) > MAX_PARAMS:
         return "network too large"
-    if h.coeffs in SCHEMES[1:] and math.prod(h.coeff_shape()) > MAX_PARAMS:
+    if h.coeffs not in SCHEMES:
+        return f"unknown coefficient scheme {h.coeffs!r}"
+    if h.coeffs != "linear" and math.prod(h.coeff_shape()) > MAX_PARAMS:
         return "coefficient matrix too large"
     for o in (h.omega_first, h.omega):
         if not (math.isfinite(o) and 0 < o <= MAX_OMEGA):
             return f"omega {o} out of range"
-    if h.coeffs not in SCHEMES:
-        return f"unknown coefficient scheme {h.coeffs!r}"
     bits = h.bits
     if h.precision != "fp16" and (bits is None or not MIN_BITS <= bits <= MAX_BITS):
         return f"unknown precision {h.precision!r}"
