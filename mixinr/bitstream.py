@@ -85,9 +85,7 @@ class Header:
         return self.bits is not None and self.coeffs != "linear" and len(self.codes) == 2 * self.depth + 3
 
     def coeff_shape(self) -> tuple[int, ...] | None:
-        """(N, K), (L+1, N, K) per layer, or None for linear coefficients (not stored)."""
-        return {"linear": None, "learned": (self.n, self.sets),
-                "per-layer": (self.depth + 1, self.n, self.sets)}[self.coeffs]
+        return coeff_shape(self.coeffs, self.depth, self.n, self.sets)
 
     def tensor_shapes(self) -> list[tuple[int, ...]]:
         """Shapes in file order: layer 0 weights (K, out, in), layer 0 biases (K, out), layer 1 ...,
@@ -111,6 +109,11 @@ class Parsed:
     coeffs: np.ndarray | None  # learned coefficients kept as float16 (Header.coeff_shape), as float32
     weights: bytes  # fp16 values or the entropy-coded stream
     sections: dict[str, int]  # bytes per section, for `mixinr info`
+
+
+def coeff_shape(scheme: str, depth: int, n: int, sets: int) -> tuple[int, ...] | None:
+    """Stored coefficients: (N, K), (L+1, N, K) per layer, or None for linear ones (not stored)."""
+    return {"linear": None, "learned": (n, sets), "per-layer": (depth + 1, n, sets)}[scheme]
 
 
 def params_for(depth: int, width: int, sets: int) -> int:

@@ -117,13 +117,15 @@ class EncodeResult:
 # ------------------------------------------------------------------------------------- packing
 
 
-def _tensors(model: MixtureSiren) -> list[np.ndarray]:
-    """The tensors a quantised archive codes, in file order: W_0, b_0, W_1, b_1, ..., then the
+def _coded_params(model: MixtureSiren) -> list:
+    """The parameters a quantised archive codes, in file order: W_0, b_0, W_1, b_1, ..., then the
     learned coefficients (N, K) or (L+1, N, K)."""
     params = [t for pair in zip(model.weights, model.biases) for t in pair]
-    if model.scheme != "linear":
-        params.append(model.coeffs)
-    return [t.detach().cpu().float().numpy() for t in params]
+    return params + ([model.coeffs] if model.scheme != "linear" else [])
+
+
+def _tensors(model: MixtureSiren) -> list[np.ndarray]:
+    return [t.detach().cpu().float().numpy() for t in _coded_params(model)]
 
 
 def _header(arch: Arch, names, sizes, scheme: str, precision: str, codes=()) -> Header:
@@ -295,7 +297,7 @@ def coeff_scheme(cfg: EncodeConfig, n_images: int, pixels: int) -> str:
     if cfg.bpp is None:
         return "per-layer"
     bits = 16 if cfg.precision == "fp16" else COEFF_BITS
-    cost = ((cfg.depth or DEFAULT_DEPTH) + 1) * n_images * cfg.sets * bits
+    cost = math.prod(bitstream.coeff_shape("per-layer", cfg.depth or DEFAULT_DEPTH, n_images, cfg.sets)) * bits
     return "per-layer" if cost <= PER_LAYER_MAX_SHARE * cfg.bpp * pixels else "learned"
 
 
@@ -325,7 +327,7 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0) -> np.ndarray:
     else:
         coords = grid(min(64, max(heights)), min(64, max(widths)))
     m = copy.deepcopy(model).cpu().eval()
-    params = [p for pair in zip(m.weights, m.biases) for p in pair] + ([m.coeffs] if m.scheme != "linear" else [])
+    params = _coded_params(m)
     gen = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():
@@ -434,10 +436,11 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
     _check_inputs(images, names, cfg)
     # More weight sets than images only adds weights (with linear coefficients a set would go unused).
     cfg = dataclasses.replace(cfg, sets=min(cfg.sets, len(images)))
-    cfg = dataclasses.replace(cfg, coeffs=coeff_scheme(cfg, len(images), sum(im.shape[0] * im.shape[1] for im in images)))
     start = time.perf_counter()
     images = [np.ascontiguousarray(im) for im in images]
     sizes = [im.shape[:2] for im in images]
+    pixels = sum(h * w for h, w in sizes)
+    cfg = dataclasses.replace(cfg, coeffs=coeff_scheme(cfg, len(images), pixels))
     trials: list[dict] = []
 
     def fitted(depth: int, width: int) -> _Candidate:
@@ -463,7 +466,7 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
     qat_epochs = DEFAULT_QAT_EPOCHS if cfg.qat_epochs is None else cfg.qat_epochs
     if qat_epochs and not isinstance(setting, str):
         # The budget, or without one the bytes already chosen: fine-tuning must never cost bytes.
-        budget = math.floor(cfg.bpp * sum(h * w for h, w in sizes) / 8) if cfg.bpp else len(cand.pack(setting))
+        budget = math.floor(cfg.bpp * pixels / 8) if cfg.bpp else len(cand.pack(setting))
         before = float(np.mean(cand.psnrs(setting)))
         tuned = _fine_tune(cand, setting, qat_epochs, cfg)
         tuned_setting = tuned.finest_under(budget)  # the same steps may now code shorter or longer
@@ -519,8 +522,8 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):
     est = 16.0 if cfg.precision == "fp16" else (
         EST_BITS_PER_PARAM if cfg.precision == "auto" else max(1.0, _bits(cfg.precision) - 0.9))
     # Quantised learned coefficients are coded with the weights: they take room like weights do.
-    coded = 0 if not quantised or cfg.coeffs == "linear" else len(names) * cfg.sets * (
-        depth + 1 if cfg.coeffs == "per-layer" else 1)
+    shape = bitstream.coeff_shape(cfg.coeffs, depth, len(names), cfg.sets)
+    coded = math.prod(shape) if quantised and shape else 0
     width = cfg.width or _width_for(budget, depth, cfg.sets, overhead, est, coded)
     tried: dict[int, tuple] = {}
     while width >= 1 and width not in tried:
