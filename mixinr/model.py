@@ -109,6 +109,12 @@ class MixtureSiren(nn.Module):
         else:
             self.coeffs = nn.Parameter(c)
 
+    def coded_params(self) -> list[nn.Parameter]:
+        """The parameters an archive codes, in file order: W_0, b_0, W_1, b_1, ..., then the learned
+        coefficients (N, K) or (L+1, N, K)."""
+        params = [t for pair in zip(self.weights, self.biases) for t in pair]
+        return params + ([self.coeffs] if self.scheme != "linear" else [])
+
     def layer_coeffs(self) -> Tensor:
         """(L+1, N, K): the rows each layer mixes with (one shared matrix unless per-layer)."""
         return layer_coeffs(self.coeffs, self.arch.depth + 1)

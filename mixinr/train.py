@@ -5,9 +5,9 @@ full-batch step per epoch over every pixel of every image, the lowest-loss weigh
 processed in cache-sized pixel chunks whose gradients accumulate into the same full-batch step, so
 memory stays bounded without changing the maths.
 
-`fit(..., init=model)` continues from a fitted model instead of a fresh one; with `quant_steps` (one
-step per tensor, file order) the forward pass sees each tensor rounded to its step, gradients passing
-straight through the rounding (quantisation-aware fine-tuning, see docs/codec.md).
+`fit(..., init=model)` continues from a fitted model instead of a fresh one; with `frozen` (a mask and
+values per coded tensor, file order) the masked elements are held at those values while the others train
+(the codec's incremental quantisation, see docs/codec.md).
 
 Speed (measured by benchmarks/train_speed.py, see benchmarks/README.md): weights are mixed once per
 step, not per chunk; long fits torch.compile the chunk loss (eager fallback on any compiler failure);
@@ -147,7 +147,7 @@ class Fitter:
     """
 
     def __init__(self, images: list[np.ndarray], arch: Arch, cfg: FitConfig,
-                 init: MixtureSiren | None = None, quant_steps: list[float] | None = None):
+                 init: MixtureSiren | None = None, frozen: list[tuple[Tensor, Tensor]] | None = None):
         if not images:
             raise ValueError("fit() needs at least one image")
         self.arch, self.cfg = arch, cfg
@@ -161,10 +161,12 @@ class Fitter:
                                  f"asked for {arch} and {len(images)}")
             # A copy: the caller's model stays as it was (rate control compares both).
             self.model = copy.deepcopy(init).to(self.device)
-        n_tensors = 2 * len(self.model.weights)
-        if quant_steps is not None and len(quant_steps) not in (n_tensors, n_tensors + (self.model.scheme != "linear")):
-            raise ValueError(f"quant_steps: {len(quant_steps)} steps for {n_tensors} tensors")
-        self.steps = None if quant_steps is None else [float(s) for s in quant_steps]
+        coded = self.model.coded_params()
+        if frozen is not None and len(frozen) != len(coded):
+            raise ValueError(f"frozen: {len(frozen)} masks for {len(coded)} coded tensors")
+        self.frozen = None if frozen is None else [(p, m.to(self.device), v.to(self.device))
+                                                   for p, (m, v) in zip(coded, frozen)]
+        self._hold()
         self.data = _Targets(images, self.device)
         self.params = list(self.model.parameters())
         self.opt = _adam(self.params, cfg.lr)
@@ -218,23 +220,23 @@ class Fitter:
             with torch.no_grad():
                 torch._foreach_copy_(self._best, self.params)
         self.opt.step()
+        self._hold()
         self.sched.step()
         self._epoch += 1
         return loss
+
+    def _hold(self):
+        """Put the frozen elements back at their values (Adam's momentum moves every element)."""
+        if self.frozen:
+            with torch.no_grad():
+                for p, mask, values in self.frozen:
+                    p.copy_(torch.where(mask, values, p))
 
     def _gradients(self) -> float:
         """Accumulate the step's gradient in .grad. Weights are mixed once per step, not per chunk: the
         chunks run on detached copies whose gradients are pushed through the mixing at the end."""
         m, data = self.model, self.data
-        if self.steps is None:
-            c, ws, bs = m.layer_coeffs(), m.weights, m.biases
-        else:
-            n = len(m.weights)
-            ws = [_fake_quant(w, s) for w, s in zip(m.weights, self.steps[0 : 2 * n : 2])]
-            bs = [_fake_quant(b, s) for b, s in zip(m.biases, self.steps[1 : 2 * n : 2])]
-            c = m.layer_coeffs()
-            if len(self.steps) > 2 * n:  # learned coefficients are quantised too (the last step)
-                c = _fake_quant(c, self.steps[-1])
+        c, ws, bs = m.layer_coeffs(), m.weights, m.biases
         mixed = mix_layers(c[1:], ws[1:], bs[1:])
         head = (c[0], ws[0], bs[0])
         leaves = [t.detach().requires_grad_() for pair in mixed for t in pair]
@@ -261,14 +263,6 @@ class Fitter:
         return self.result_
 
 
-def _fake_quant(t: Tensor, step: float) -> Tensor:
-    """t rounded to multiples of `step` in the forward pass; the identity for gradients (straight-through).
-    float32 division and round-half-even, as entropy.quantise does, so the fine-tuned forward is the
-    network the archive will hold."""
-    s = torch.tensor(step, dtype=t.dtype, device=t.device)
-    return t + (torch.round(t / s) * s - t).detach()
-
-
 def _adam(params, lr: float) -> torch.optim.Optimizer:
     # The fused kernel updates every tensor in one call (a few hundred small ops fewer per step).
     try:
@@ -289,15 +283,14 @@ def _choose_compile(flag: bool | None, device, work: float) -> bool:
 
 
 def fit(images: list[np.ndarray], arch: Arch, cfg: FitConfig, init: MixtureSiren | None = None,
-        quant_steps: list[float] | None = None) -> FitResult:
+        frozen: list[tuple[Tensor, Tensor]] | None = None) -> FitResult:
     """Fit one mixture SIREN to `images` ((H, W, 3) uint8, sizes may differ). Seeded and reproducible.
 
     init: start from (a copy of) this model, same arch and image count, instead of a fresh one; its
-    coefficient scheme is kept. quant_steps: one quantisation step per tensor (file order W_0, b_0,
-    W_1, ..., then the learned coefficients' when they are quantised too): the forward pass uses the
-    rounded weights, gradients pass straight through; the result holds the float weights whose
-    rounded version had the lowest loss."""
-    fitter = Fitter(images, arch, cfg, init, quant_steps)
+    coefficient scheme is kept. frozen: (mask, values) per coded tensor (file order W_0, b_0, W_1, ...,
+    then the learned coefficients, see MixtureSiren.coded_params): the masked elements start at and stay
+    at those values; the others train."""
+    fitter = Fitter(images, arch, cfg, init, frozen)
     start = time.perf_counter()
     with fitter, _Progress(cfg, fitter.device) as bar:
         for epoch in range(cfg.epochs):

@@ -109,29 +109,21 @@ def test_fit_continues_from_init_without_touching_it(images):
         fit(images[:2], Arch(2, 9), FitConfig(epochs=1, progress=False), init=first.model)
 
 
-def test_quantised_fine_tuning_sees_the_rounded_weights(images):
-    """With quant_steps the loss is that of the weights rounded to their steps (the first loss equals the
-    rounded model's MSE); fine-tuning through the rounding lowers it and is reproducible."""
+def test_frozen_elements_hold_their_values_while_the_rest_train(images):
+    """With `frozen`, the masked elements of every coded tensor start at the given values and keep them
+    through training, the free ones move and bring the loss down; masks must cover every coded tensor."""
     imgs = images[:2]
-    first = fit(imgs, Arch(2, 8), FitConfig(epochs=80, t0=80, lr=5e-3, progress=False))
+    first = fit(imgs, Arch(2, 8, sets=2), FitConfig(epochs=80, t0=80, lr=5e-3, coeffs="learned", progress=False))
     m = first.model
-    steps = [max(t.detach().abs().max().item() / 6, 1e-6) for pair in zip(m.weights, m.biases) for t in pair]
-
-    def rounded(i):
-        c = m.coeffs[i]
-        out = []
-        for w, b, sw, sb in zip(m.weights, m.biases, steps[0::2], steps[1::2]):
-            wq, bq = torch.round(w / sw) * sw, torch.round(b / sb) * sb
-            out.append((torch.einsum("k,koi->oi", c, wq), c @ bq))
-        return out
-
-    q_loss = _sse_loss(m, imgs, rounded)
-    assert q_loss > 1.2 * first.best_loss  # coarse steps: the rounding visibly costs
-    cfg = FitConfig(epochs=40, t0=40, lr=3e-4, progress=False)
-    tuned = fit(imgs, Arch(2, 8), cfg, init=m, quant_steps=steps)
-    assert tuned.losses[0] == pytest.approx(q_loss, rel=1e-4)
-    assert tuned.best_loss < 0.95 * q_loss
-    again = fit(imgs, Arch(2, 8), cfg, init=m, quant_steps=steps)
-    assert again.losses == tuned.losses
-    with pytest.raises(ValueError):
-        fit(imgs, Arch(2, 8), cfg, init=m, quant_steps=steps[:-1])
+    coded = m.coded_params()
+    assert len(coded) == 2 * 3 + 1  # W, b of three layers, then the learned coefficients
+    gen = torch.Generator().manual_seed(0)
+    frozen = [(torch.rand(p.shape, generator=gen) < 0.5, torch.round(p.detach() * 8) / 8) for p in coded]
+    cfg = FitConfig(epochs=40, t0=40, lr=1e-3, coeffs="learned", progress=False)
+    tuned = fit(imgs, m.arch, cfg, init=m, frozen=frozen)
+    assert tuned.losses[-1] < tuned.losses[0]
+    for before, after, (mask, values) in zip(coded, tuned.model.coded_params(), frozen):
+        assert torch.equal(after.detach()[mask], values[mask])
+        assert not torch.equal(after.detach()[~mask], before.detach()[~mask])
+    with pytest.raises(ValueError, match="frozen"):
+        fit(imgs, m.arch, cfg, init=m, frozen=frozen[:-1])
