@@ -47,7 +47,7 @@ EST_BITS_PER_PARAM = 7.0
 LOW_LOSS_DB, HIGH_LOSS_DB = 0.25, 1.5
 # Quantisation-aware fine-tuning (docs/codec.md), incremental: once the steps are chosen, the fraction
 # QAT_STAGES[0] of each tensor's elements nearest their grid is rounded and frozen and the rest retrained
-# (QAT_EPOCHS / len(QAT_STAGES) full-batch epochs, Adam at QAT_LR with one cosine to QAT_LR / 100), then
+# (DEFAULT_QAT_EPOCHS / len(QAT_STAGES) full-batch epochs, Adam at QAT_LR with one cosine to QAT_LR / 100), then
 # the next fraction, ...; finally every element is rounded. The result is kept only if its archive
 # decodes better within the budget. On 14 CIFAR automobiles at 4 bpp (5x24, 1.16 dB lost to rounding)
 # this recovered 1.0 dB where the straight-through fine-tuning it replaced recovered 0.68

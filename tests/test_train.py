@@ -1,5 +1,7 @@
 """Fitting: reaches a PSNR, reproducible, best weights kept, any-resolution decode, mixed sizes."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -81,10 +83,10 @@ def test_decode_at_twice_resolution_agrees_on_shared_coordinates(images):
     assert render(m.image_layers(1), m.arch, 32, 32).shape == (32, 32, 3)
 
 
-def _sse_loss(model, images, layers_of=None):
-    """MSE ([-1, 1] scale) of `model` over `images` (all 16x16), optionally with replaced layers."""
+def _sse_loss(model, images):
+    """MSE ([-1, 1] scale) of `model` over `images` (all 16x16)."""
     with torch.no_grad():
-        out = torch.stack([render((layers_of or model.image_layers)(i), model.arch, 16, 16).reshape(-1, 3)
+        out = torch.stack([render(model.image_layers(i), model.arch, 16, 16).reshape(-1, 3)
                            for i in range(len(images))])
     target = torch.stack([torch.from_numpy(im.reshape(-1, 3).astype(np.float32)) / 127.5 - 1 for im in images])
     return ((out - target) ** 2).mean().item()
@@ -121,6 +123,11 @@ def test_frozen_elements_hold_their_values_while_the_rest_train(images):
     frozen = [(torch.rand(p.shape, generator=gen) < 0.5, torch.round(p.detach() * 8) / 8) for p in coded]
     cfg = FitConfig(epochs=40, t0=40, lr=1e-3, coeffs="learned", progress=False)
     tuned = fit(imgs, m.arch, cfg, init=m, frozen=frozen)
+    start = copy.deepcopy(m)
+    with torch.no_grad():
+        for p, (mask, values) in zip(start.coded_params(), frozen):
+            p.copy_(torch.where(mask, values, p))
+    assert tuned.losses[0] == pytest.approx(_sse_loss(start, imgs), rel=1e-4)  # held from the first step
     assert tuned.losses[-1] < tuned.losses[0]
     for before, after, (mask, values) in zip(coded, tuned.model.coded_params(), frozen):
         assert torch.equal(after.detach()[mask], values[mask])

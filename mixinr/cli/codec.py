@@ -27,7 +27,8 @@ def register(sub) -> None:
                    help="auto (default), fp16, or q2..q16 (quantised, entropy coded)")
     p.add_argument("--epochs", type=int, help="fitting epochs (default: documented schedule)")
     p.add_argument("--qat-epochs", type=int, metavar="E",
-                   help="quantisation-aware fine-tuning epochs after the steps are chosen (default: documented; 0: off)")
+                   help="epochs of quantisation-aware fine-tuning (incremental, all stages together) after the steps "
+                        "are chosen (default 600; 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
