@@ -28,7 +28,7 @@ from mixinr.images import read_bytes
 from mixinr.metrics import psnr, psnr_from_mse
 from mixinr.model import (COEFF_SCHEMES, Arch, MixtureSiren, grid, image_layers, layer_coeffs, linear_coefficients,
                           render, to_uint8)
-from mixinr.train import FitConfig, fit
+from mixinr.train import OBJECTIVES, FitConfig, fit
 
 # Default schedule: one cosine decay from LR to LR/100 over DEFAULT_EPOCHS full-batch epochs. On 16
 # CIFAR airplanes (docs/rd.md) lr 2e-3 beat 1e-3 (+0.4 to +0.6 dB at 1 and 4 bpp; 3e-3 and 4e-3 lost),
@@ -69,6 +69,7 @@ DEFAULT_COEFFS = "auto"
 COEFF_BITS = 12
 PER_LAYER_MAX_SHARE = 0.25
 DEFAULT_OMEGA = 15.0
+DEFAULT_OBJECTIVE = "mse"
 PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
 
 
@@ -80,6 +81,7 @@ class EncodeConfig:
     sets: int = DEFAULT_SETS  # K
     coeffs: str = DEFAULT_COEFFS  # "auto", "per-layer", "learned" or "linear" (the seed's)
     omega: float = DEFAULT_OMEGA  # first and hidden layers' omega
+    objective: str = DEFAULT_OBJECTIVE  # what fitting minimises: "mse" (all pixels alike) or "psnr" (mean PSNR)
     precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
     epochs: int | None = None  # None -> DEFAULT_EPOCHS
     lr: float | None = None  # Adam's first learning rate (one cosine decay to lr/100); None -> DEFAULT_LR
@@ -273,6 +275,8 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
                          ("--sets", cfg.sets, bitstream.MAX_SETS)):
         if v is not None and not 1 <= v <= cap:
             raise MixinrError(f"{what} must be between 1 and {cap}, got {v}")
+    if cfg.objective not in OBJECTIVES:
+        raise MixinrError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     if cfg.coeffs not in ("auto",) + COEFF_SCHEMES:
         raise MixinrError(f"--coeffs must be auto, {', '.join(COEFF_SCHEMES)}, got {cfg.coeffs!r}")
     if cfg.precision not in PRECISIONS:
@@ -298,7 +302,7 @@ def coeff_scheme(cfg: EncodeConfig, n_images: int, pixels: int) -> str:
 
 def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
     epochs, lr = cfg.epochs or DEFAULT_EPOCHS, cfg.lr or DEFAULT_LR
-    return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs,
+    return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs, objective=cfg.objective,
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress, description=description,
                      threads=threads)
 
@@ -310,10 +314,11 @@ def fit_threads(work: int) -> int:
     return 1 if work <= SMALL_FIT_WORK else torch.get_num_threads()
 
 
-def sensitivity(model: MixtureSiren, sizes, seed: int = 0) -> np.ndarray:
+def sensitivity(model: MixtureSiren, sizes, seed: int = 0, image_weights=None) -> np.ndarray:
     """Per coded tensor (file order, learned coefficients last): growth of the decoded images' mean
-    squared error ([-1, 1] scale) per unit of variance of independent noise added to each of its
-    elements, the model of quantisation noise (variance step^2 / 12). Two seeded noise draws,
+    squared error ([-1, 1] scale; image i's weighted by image_weights[i], default 1) per unit of
+    variance of independent noise added to each of its elements, the model of quantisation noise
+    (variance step^2 / 12). Two seeded noise draws,
     evaluated on the images' own grid when all share one of at most 64x64 pixels, else on a 64x64
     grid (a sample of the same average)."""
     heights, widths = zip(*sizes)
@@ -324,6 +329,7 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0) -> np.ndarray:
     m = copy.deepcopy(model).cpu().eval()
     params = m.coded_params()
     gen = torch.Generator().manual_seed(seed)
+    w = torch.ones(m.n_images) if image_weights is None else torch.as_tensor(image_weights, dtype=torch.float32)
     out = []
     with torch.no_grad():
         base = m(coords)
@@ -333,7 +339,7 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0) -> np.ndarray:
             acc = 0.0
             for _ in range(2):
                 p.data = orig + torch.randn(orig.shape, generator=gen) * std
-                acc += (m(coords) - base).square().mean().item()
+                acc += float((m(coords) - base).square().mean(dim=(1, 2)) @ w) / m.n_images
             p.data = orig
             out.append(max(acc / 2 / std**2, 1e-12))
     return np.array(out)
@@ -345,9 +351,12 @@ class _Candidate:
     the steps minimising the predicted error sum_t g_t step_t^2 / 12 for a given rate
     sum_t n_t log2(1 / step_t); the predicted error is then alpha^2 * (number of weights) / 12."""
 
-    def __init__(self, model: MixtureSiren, float_mse: float, images, names, sizes, seed: int, g=None):
+    def __init__(self, model: MixtureSiren, float_mse: float, images, names, sizes, seed: int, g=None,
+                 image_weights=None):
+        # With the "psnr" objective float_mse is the images' geometric mean MSE and image_weights geo / MSE_i:
+        # predicted losses are then in mean PSNR and the steps spare the images where noise costs most dB.
         self.model, self.float_mse, self.images, self.names, self.sizes = model, float_mse, images, names, sizes
-        self.seed = seed
+        self.seed, self.image_weights = seed, image_weights
         self.tensors = _tensors(model)
         self.n_weights = sum(t.size for t in self.tensors)
         self._packed: dict = {}
@@ -367,7 +376,7 @@ class _Candidate:
 
     def steps(self, alpha: float) -> list[float]:
         if self._g is None:
-            self._g = sensitivity(self.model, self.sizes, self.seed)
+            self._g = sensitivity(self.model, self.sizes, self.seed, self.image_weights)
         return [alpha * math.sqrt(t.size / g) for t, g in zip(self.tensors, self._g)]
 
     def predicted_loss_db(self, alpha: float) -> float:
@@ -442,7 +451,8 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
         arch = Arch(depth, width, cfg.sets, omega=cfg.omega, omega_first=cfg.omega)
         threads = fit_threads(sum(h * w for h, w in sizes) * width)
         res = fit(images, arch, fit_config(cfg, f"fitting {depth}x{width}", threads))
-        return _Candidate(res.model, res.best_loss, images, names, sizes, cfg.seed)
+        weights = None if cfg.objective == "mse" else res.best_score / np.maximum(res.best_mses, 1e-12)
+        return _Candidate(res.model, res.best_score, images, names, sizes, cfg.seed, image_weights=weights)
 
     def evaluate(cand: _Candidate, setting) -> float:
         p = float(np.mean(cand.psnrs(setting)))
@@ -485,6 +495,7 @@ def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -
     steps = cand.stored_steps(alpha)
     per_stage = max(1, epochs // len(QAT_STAGES))
     fcfg = FitConfig(epochs=per_stage, lr=QAT_LR, t0=per_stage, eta_min=QAT_LR / 100, coeffs=cand.model.scheme,
+                     objective=cfg.objective,
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress,
                      description=f"quantising {arch.depth}x{arch.width}",
                      threads=fit_threads(sum(h * w for h, w in sizes) * arch.width))
@@ -495,7 +506,8 @@ def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -
     with torch.no_grad():
         for p, (_, values) in zip(model.coded_params(), _on_grid(model, steps, 1.0)):
             p.copy_(values)
-    tuned = _Candidate(model, cand.float_mse, cand.images, cand.names, cand.sizes, cand.seed, g=cand._g)
+    tuned = _Candidate(model, cand.float_mse, cand.images, cand.names, cand.sizes, cand.seed, g=cand._g,
+                       image_weights=cand.image_weights)
     tuned.qat_seconds = seconds
     return tuned
 

@@ -46,6 +46,7 @@ class FitConfig:
     t_mult: int = 1
     eta_min: float = 5e-6
     coeffs: str = "linear"
+    objective: str = "mse"  # "mse": every pixel alike (the seed); "psnr": the images' mean PSNR (OBJECTIVES)
     pixels_per_step: int | None = None  # None: full batch (the seed); else random pixels per image per step
     chunk_elems: int = 1 << 18  # images x pixels x width per chunk: ~1 MB activations stay in cache
     seed: int = 0
@@ -56,11 +57,21 @@ class FitConfig:
     threads: int | None = None  # CPU threads during the fit; None: 1 on a busy machine or small step
 
 
+# What a fit minimises. "mse": the squared error over all pixels of the group (the seed's loss); a
+# shared network then ends with similar errors on every image. "psnr": the mean over images of
+# log MSE_i, i.e. the mean PSNR: image i's squared error is weighted by geo / MSE_i (MSE_i from the
+# step before, geo their geometric mean), so an easy image, whose PSNR a small gain raises most, gets
+# a larger share of the shared weights.
+OBJECTIVES = ("mse", "psnr")
+
+
 @dataclass
 class FitResult:
     model: MixtureSiren  # holds the lowest-loss weights, on the CPU
     losses: list[float] = field(default_factory=list)  # training MSE ([-1, 1] scale) per epoch
-    best_loss: float = math.inf
+    best_loss: float = math.inf  # the MSE of the kept weights (kept by the objective)
+    best_score: float = math.inf  # the objective of the kept weights: their MSE, or geometric mean of MSE_i
+    best_mses: list[float] = field(default_factory=list)  # each image's MSE with the kept weights
     best_epoch: int = -1
     seconds: float = 0.0
     device: str = "cpu"
@@ -122,12 +133,13 @@ class _Targets:
 
 
 def _chunk_sse(arch: Arch):
-    """Sum of squared errors of one pixel chunk, as a pure function of tensors (what torch.compile sees)."""
+    """Each image's sum of squared errors over one pixel chunk, (N,), as a pure function of tensors
+    (what torch.compile sees)."""
 
     def sse(coords, rgb, mask, c, w0, b0, *flat_mixed):
         mixed = list(zip(flat_mixed[0::2], flat_mixed[1::2]))
         err = (forward_mixed(coords, arch, c, w0, b0, mixed) - rgb).square()
-        return (err * mask).sum() if mask is not None else err.sum()
+        return (err * mask if mask is not None else err).sum(dim=(1, 2))
 
     return sse
 
@@ -167,7 +179,10 @@ class Fitter:
         self.frozen = None if frozen is None else [(p, m.to(self.device), v.to(self.device))
                                                    for p, (m, v) in zip(coded, frozen)]
         self._hold()
+        if cfg.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
         self.data = _Targets(images, self.device)
+        self.image_weights = torch.ones(self.data.n, device=self.device)  # each image's share of the loss
         self.params = list(self.model.parameters())
         self.opt = _adam(self.params, cfg.lr)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
@@ -204,19 +219,20 @@ class Fitter:
         """One optimiser step; returns the loss (MSE on the [-1, 1] scale) of the weights before it."""
         self.opt.zero_grad(set_to_none=True)
         try:
-            loss = self._gradients()
+            mses = self._gradients()
         except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to eager, loudly
             if not self.compiled:
                 raise
             warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); fitting eagerly", stacklevel=2)
             self.compiled, self._sse = False, self._eager
             self.opt.zero_grad(set_to_none=True)
-            loss = self._gradients()
+            mses = self._gradients()
+        loss, score = self._score(mses)
         r = self.result_
         r.losses.append(loss)
-        if loss < r.best_loss:
+        if score < r.best_score:
             # The loss belongs to the weights before this step: keep those.
-            r.best_loss, r.best_epoch = loss, self._epoch
+            r.best_score, r.best_loss, r.best_epoch, r.best_mses = score, loss, self._epoch, mses.tolist()
             with torch.no_grad():
                 torch._foreach_copy_(self._best, self.params)
         self.opt.step()
@@ -232,27 +248,41 @@ class Fitter:
                 for p, mask, values in self.frozen:
                     p.copy_(torch.where(mask, values, p))
 
-    def _gradients(self) -> float:
-        """Accumulate the step's gradient in .grad. Weights are mixed once per step, not per chunk: the
-        chunks run on detached copies whose gradients are pushed through the mixing at the end."""
+    def _score(self, mses: Tensor) -> tuple[float, float]:
+        """(MSE over all pixels, the objective) from each image's MSE; sets the next step's image weights."""
+        counts = self.data.counts.to(mses.dtype)
+        loss = float((mses * counts).sum() / counts.sum())
+        if self.cfg.objective == "mse":
+            return loss, loss
+        mses = mses.clamp_min(1e-12)
+        geo = mses.log().mean().exp()
+        self.image_weights = geo / mses
+        return loss, float(geo)
+
+    def _gradients(self) -> Tensor:
+        """Accumulate the step's gradient in .grad; returns each image's MSE (N,) before the step. Weights
+        are mixed once per step, not per chunk: the chunks run on detached copies whose gradients are
+        pushed through the mixing at the end."""
         m, data = self.model, self.data
         c, ws, bs = m.layer_coeffs(), m.weights, m.biases
         mixed = mix_layers(c[1:], ws[1:], bs[1:])
         head = (c[0], ws[0], bs[0])
         leaves = [t.detach().requires_grad_() for pair in mixed for t in pair]
+        weights = self.image_weights
         if self.cfg.pixels_per_step:
             coords, rgb, mask = data.sample(self.cfg.pixels_per_step, self.gen)
-            part = self._sse(coords, rgb, mask, *head, *leaves) / rgb.numel()
-            part.backward()
-            loss = part.item()
+            sse = self._sse(coords, rgb, mask, *head, *leaves)
+            (sse @ weights / rgb.numel()).backward()
+            mses = sse.detach() / (rgb.shape[1] * 3)
         else:
-            loss = 0.0
+            sse = torch.zeros_like(weights)
             for s in range(0, data.pixels, self.chunk):
-                part = self._sse(*data.full(s, s + self.chunk), *head, *leaves) / data.n_values
-                part.backward()
-                loss += part.item()
+                part = self._sse(*data.full(s, s + self.chunk), *head, *leaves)
+                (part @ weights / data.n_values).backward()
+                sse += part.detach()
+            mses = sse / (data.counts * 3)
         torch.autograd.backward([t for pair in mixed for t in pair], [t.grad for t in leaves])
-        return loss
+        return mses
 
     def result(self) -> FitResult:
         """The best weights (moved to the CPU) and the loss history."""

@@ -311,3 +311,20 @@ def test_auto_coefficients_follow_the_budget():
     assert codec.coeff_scheme(EncodeConfig(bpp=0.5), 16, pixels) == "learned"
     assert codec.coeff_scheme(EncodeConfig(), 16, pixels) == "per-layer"
     assert codec.coeff_scheme(EncodeConfig(bpp=0.5, coeffs="per-layer"), 16, pixels) == "per-layer"
+
+
+def test_psnr_objective_encodes_within_budget_and_weights_rate_control(group):
+    """objective="psnr": the archive stays within the budget; the sensitivities rate control then uses
+    weight each image's error (linear in the weights: the per-image parts add up to the unweighted
+    figure, same seeded noise); an unknown objective is a clear error."""
+    images, names = group
+    r = encode(images, names, EncodeConfig(bpp=4.0, objective="psnr", **FAST))
+    assert len(r.data) <= int(4.0 * 3 * 144 / 8)
+    model = fit(images, Arch(2, 6, sets=2), FitConfig(epochs=30, t0=30, lr=1e-3, coeffs="learned", progress=False)).model
+    sizes = [im.shape[:2] for im in images]
+    plain = codec.sensitivity(model, sizes)
+    parts = sum(codec.sensitivity(model, sizes, image_weights=np.eye(3)[i]) for i in range(3))
+    assert np.allclose(parts, plain, rtol=1e-4)
+    assert np.allclose(codec.sensitivity(model, sizes, image_weights=[2.0, 2.0, 2.0]), 2 * plain, rtol=1e-5)
+    with pytest.raises(MixinrError, match="objective"):
+        encode(images, names, EncodeConfig(bpp=4.0, objective="ssim", **FAST))

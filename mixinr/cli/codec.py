@@ -54,18 +54,21 @@ def register(sub) -> None:
 
 
 def add_network_flags(p) -> None:
-    """--sets, --coeffs, --omega; unset ones keep EncodeConfig's defaults (kept out of here so that
+    """--sets, --coeffs, --omega, --objective; unset ones keep EncodeConfig's defaults (kept out of here so that
     the command starts without importing torch)."""
     p.add_argument("--sets", type=int, metavar="K", help="weight sets mixed per image (default: EncodeConfig's, 3)")
     p.add_argument("--coeffs", choices=("auto",) + SCHEMES,
                    help="mixing coefficients: auto (default: per-layer unless the budget is small, then learned), "
                         "per-layer, learned, linear")
     p.add_argument("--omega", type=float, help="SIREN frequency of every sine layer (default: 15)")
+    p.add_argument("--objective", choices=("mse", "psnr"),
+                   help="what fitting minimises: mse (default: every pixel alike) or psnr (the images' mean "
+                        "PSNR; helps groups of unequally hard images, see docs/rd.md)")
 
 
 def network_settings(args) -> dict:
     """The network flags the user gave, as EncodeConfig keyword arguments."""
-    return {k: getattr(args, k) for k in ("sets", "coeffs", "omega") if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in ("sets", "coeffs", "omega", "objective") if getattr(args, k) is not None}
 
 
 def _console():
