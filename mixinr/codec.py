@@ -28,7 +28,7 @@ from mixinr.images import read_bytes
 from mixinr.metrics import psnr, psnr_from_mse
 from mixinr.model import (COEFF_SCHEMES, Arch, MixtureSiren, grid, image_layers, layer_coeffs, linear_coefficients,
                           render, to_uint8)
-from mixinr.train import OBJECTIVES, FitConfig, fit
+from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 
 # Default schedule: one cosine decay from LR to LR/100 over DEFAULT_EPOCHS full-batch epochs. On 16
 # CIFAR airplanes (docs/rd.md) lr 2e-3 beat 1e-3 (+0.4 to +0.6 dB at 1 and 4 bpp; 3e-3 and 4e-3 lost),
@@ -318,9 +318,8 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0, image_weights=None) -
     """Per coded tensor (file order, learned coefficients last): growth of the decoded images' mean
     squared error ([-1, 1] scale; image i's weighted by image_weights[i], default 1) per unit of
     variance of independent noise added to each of its elements, the model of quantisation noise
-    (variance step^2 / 12). Two seeded noise draws,
-    evaluated on the images' own grid when all share one of at most 64x64 pixels, else on a 64x64
-    grid (a sample of the same average)."""
+    (variance step^2 / 12). Two seeded noise draws, evaluated on the images' own grid when all share
+    one of at most 64x64 pixels, else on a 64x64 grid (a sample of the same average)."""
     heights, widths = zip(*sizes)
     if len(set(sizes)) == 1 and heights[0] * widths[0] <= 4096:
         coords = grid(heights[0], widths[0])
@@ -449,9 +448,8 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
 
     def fitted(depth: int, width: int) -> _Candidate:
         arch = Arch(depth, width, cfg.sets, omega=cfg.omega, omega_first=cfg.omega)
-        threads = fit_threads(sum(h * w for h, w in sizes) * width)
-        res = fit(images, arch, fit_config(cfg, f"fitting {depth}x{width}", threads))
-        weights = None if cfg.objective == "mse" else res.best_score / np.maximum(res.best_mses, 1e-12)
+        res = fit(images, arch, fit_config(cfg, f"fitting {depth}x{width}", fit_threads(pixels * width)))
+        weights = None if cfg.objective == "mse" else psnr_weights(torch.tensor(res.best_mses))[1].numpy()
         return _Candidate(res.model, res.best_score, images, names, sizes, cfg.seed, image_weights=weights)
 
     def evaluate(cand: _Candidate, setting) -> float:
@@ -504,8 +502,8 @@ def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -
         res = fit(cand.images, arch, fcfg, init=model, frozen=_on_grid(model, steps, fraction))
         model, seconds = res.model, seconds + res.seconds
     with torch.no_grad():
-        for p, (_, values) in zip(model.coded_params(), _on_grid(model, steps, 1.0)):
-            p.copy_(values)
+        for p, step in zip(model.coded_params(), steps):
+            p.copy_(_rounded(p, step))
     tuned = _Candidate(model, cand.float_mse, cand.images, cand.names, cand.sizes, cand.seed, g=cand._g,
                        image_weights=cand.image_weights)
     tuned.qat_seconds = seconds
@@ -514,16 +512,21 @@ def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -
 
 def _on_grid(model: MixtureSiren, steps: list[float], fraction: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per coded tensor: a mask of the `fraction` of its elements nearest their grid, and the tensor
-    rounded to its step (float32 division, round half to even: what entropy.quantise does)."""
+    rounded to its step."""
     out = []
     for p, step in zip(model.coded_params(), steps):
-        s = torch.tensor(step, dtype=p.dtype)
-        rounded = torch.round(p.detach() / s) * s
+        rounded = _rounded(p, step)
         err = (p.detach() - rounded).abs().flatten()
         mask = torch.zeros(err.numel(), dtype=torch.bool)
         mask[torch.argsort(err, stable=True)[: round(fraction * err.numel())]] = True
         out.append((mask.view_as(p), rounded))
     return out
+
+
+def _rounded(p: torch.Tensor, step: float) -> torch.Tensor:
+    """p on its grid: float32 division and round half to even, what entropy.quantise does."""
+    s = torch.tensor(step, dtype=p.dtype)
+    return torch.round(p.detach() / s) * s
 
 
 def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):

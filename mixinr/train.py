@@ -65,6 +65,13 @@ class FitConfig:
 OBJECTIVES = ("mse", "psnr")
 
 
+def psnr_weights(mses: Tensor) -> tuple[Tensor, Tensor]:
+    """The "psnr" objective of per-image MSEs: (their geometric mean, each image's weight geo / MSE_i)."""
+    mses = mses.clamp_min(1e-12)
+    geo = mses.log().mean().exp()
+    return geo, geo / mses
+
+
 @dataclass
 class FitResult:
     model: MixtureSiren  # holds the lowest-loss weights, on the CPU
@@ -254,9 +261,7 @@ class Fitter:
         loss = float((mses * counts).sum() / counts.sum())
         if self.cfg.objective == "mse":
             return loss, loss
-        mses = mses.clamp_min(1e-12)
-        geo = mses.log().mean().exp()
-        self.image_weights = geo / mses
+        geo, self.image_weights = psnr_weights(mses)
         return loss, float(geo)
 
     def _gradients(self) -> Tensor:
