@@ -36,6 +36,9 @@ from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 DEFAULT_EPOCHS = 6000
 DEFAULT_LR = 2e-3
 DEFAULT_DEPTH = 5
+# The learned coefficients train at COEFF_LR x the weights' lr (train.FitConfig.coeff_lr): on 16 CIFAR
+# images at 5x24, float fit after 6000 epochs, 10x gave +0.3 dB, 30x +0.5 to +0.6, 100x diverged (docs/rd.md).
+COEFF_LR = 30.0
 # Rate control aims for quantisation costing TARGET_LOSS_DB of PSNR: on 16 CIFAR airplanes at 2 bpp,
 # widths 18 / 21 / 24 / 28 gave 25.25 / 26.0 / 26.8 / 24.4 dB, the best trade near 0.6 dB of
 # quantisation loss. The first width assumes that point costs EST_BITS_PER_PARAM bits per weight (with
@@ -302,7 +305,8 @@ def coeff_scheme(cfg: EncodeConfig, n_images: int, pixels: int) -> str:
 
 def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
     epochs, lr = cfg.epochs or DEFAULT_EPOCHS, cfg.lr or DEFAULT_LR
-    return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs, objective=cfg.objective,
+    return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs, coeff_lr=COEFF_LR,
+                     objective=cfg.objective,
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress, description=description,
                      threads=threads)
 
@@ -493,7 +497,7 @@ def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -
     steps = cand.stored_steps(alpha)
     per_stage = max(1, epochs // len(QAT_STAGES))
     fcfg = FitConfig(epochs=per_stage, lr=QAT_LR, t0=per_stage, eta_min=QAT_LR / 100, coeffs=cand.model.scheme,
-                     objective=cfg.objective,
+                     coeff_lr=COEFF_LR, objective=cfg.objective,
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress,
                      description=f"quantising {arch.depth}x{arch.width}",
                      threads=fit_threads(sum(h * w for h, w in sizes) * arch.width))

@@ -46,6 +46,7 @@ class FitConfig:
     t_mult: int = 1
     eta_min: float = 5e-6
     coeffs: str = "linear"
+    coeff_lr: float = 1.0  # the learned coefficients' learning rate as a multiple of lr (schedule alike)
     objective: str = "mse"  # "mse": every pixel alike (the seed); "psnr": the images' mean PSNR (OBJECTIVES)
     pixels_per_step: int | None = None  # None: full batch (the seed); else random pixels per image per step
     chunk_elems: int = 1 << 18  # images x pixels x width per chunk: ~1 MB activations stay in cache
@@ -191,10 +192,10 @@ class Fitter:
         self.data = _Targets(images, self.device)
         self.image_weights = torch.ones(self.data.n, device=self.device)  # each image's share of the loss
         self.params = list(self.model.parameters())
-        self.opt = _adam(self.params, cfg.lr)
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            self.opt, T_0=cfg.t0, T_mult=cfg.t_mult, eta_min=cfg.eta_min
-        )
+        self.opt = _adam(self._groups(), cfg.lr)
+        # CosineAnnealingWarmRestarts' curve as a factor of each group's own lr (its eta_min is one
+        # absolute floor for all groups).
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _restart_cosine(cfg))
         per_pixel = self.data.n * arch.width
         self.chunk = max(256, cfg.chunk_elems // per_pixel)
         pixels = cfg.pixels_per_step or self.data.pixels
@@ -213,6 +214,16 @@ class Fitter:
         self.result_ = FitResult(model=self.model, device=str(self.device))
         self._best = [p.detach().clone() for p in self.params]
         self._epoch = 0
+
+    def _groups(self) -> list[dict]:
+        """Adam's parameter groups: the weight sets at lr, the learned coefficients at lr x coeff_lr.
+        Adam's steps are about lr in size whatever a value's scale, and the coefficients (~1) are ~30x
+        larger than hidden weights (~0.03): at the same lr they adapt slowest (docs/rd.md)."""
+        m = self.model
+        if m.scheme == "linear" or self.cfg.coeff_lr == 1.0:
+            return [{"params": self.params}]
+        rest = [p for p in self.params if p is not m.coeffs]
+        return [{"params": rest}, {"params": [m.coeffs], "lr": self.cfg.lr * self.cfg.coeff_lr}]
 
     def __enter__(self):
         self._threads_ctx = using_threads(self.threads)
@@ -304,6 +315,22 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def _restart_cosine(cfg: FitConfig):
+    """The factor of the base lr at each epoch: cosine from 1 to eta_min / lr over t0 epochs, restarting
+    with periods t0, t0 * t_mult, ... (torch's CosineAnnealingWarmRestarts)."""
+    if cfg.t0 < 1 or cfg.t_mult < 1:
+        raise ValueError(f"t0 and t_mult must be >= 1, got {cfg.t0} and {cfg.t_mult}")
+    floor = cfg.eta_min / cfg.lr
+
+    def factor(epoch: int) -> float:
+        t, period = epoch, cfg.t0
+        while t >= period:
+            t, period = t - period, period * cfg.t_mult
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t / period))
+
+    return factor
 
 
 def _choose_compile(flag: bool | None, device, work: float) -> bool:

@@ -8,7 +8,7 @@ import torch
 
 from mixinr.metrics import psnr
 from mixinr.model import Arch, render, to_uint8
-from mixinr.train import FitConfig, fit
+from mixinr.train import FitConfig, Fitter, fit
 
 from conftest import smooth_image
 
@@ -154,3 +154,30 @@ def test_psnr_objective_raises_the_mean_psnr_of_a_mixed_group():
     assert float(mses.mean()) == pytest.approx(_sse_loss(r.model, group), rel=1e-4)
     with pytest.raises(ValueError, match="objective"):
         fit(group, Arch(2, 8), FitConfig(epochs=1, objective="l1", progress=False))
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_schedule_follows_torchs_warm_restarts(images):
+    """The per-group schedule gives the lr torch's CosineAnnealingWarmRestarts gives, restarts included."""
+    cfg = FitConfig(epochs=1, t0=4, t_mult=2, lr=1e-3, eta_min=1e-5, progress=False)
+    ours = Fitter(images[:1], Arch(2, 4), cfg)
+    ref_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(ref_opt, T_0=4, T_mult=2, eta_min=1e-5)
+    for _ in range(20):
+        assert ours.opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-9)
+        ours.sched.step()
+        ref.step()
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_coefficients_train_at_their_own_lr(images):
+    """Learned coefficients get lr x coeff_lr all along the schedule; weights keep lr; coeff_lr 1 is
+    one group (the behaviour before the option)."""
+    cfg = FitConfig(epochs=10, t0=10, lr=1e-3, eta_min=1e-5, coeffs="per-layer", coeff_lr=30.0, progress=False)
+    f = Fitter(images, Arch(2, 4, sets=2), cfg)
+    weights, coeffs = f.opt.param_groups
+    assert coeffs["params"] == [f.model.coeffs] and len(weights["params"]) == len(f.params) - 1
+    for _ in range(5):
+        f.sched.step()
+    assert coeffs["lr"] == pytest.approx(30.0 * weights["lr"]) and weights["lr"] < 1e-3
+    assert len(Fitter(images, Arch(2, 4, sets=2), FitConfig(coeffs="per-layer", progress=False)).opt.param_groups) == 1
