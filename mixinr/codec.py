@@ -35,7 +35,13 @@ from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 # and 6000 epochs beat 3000 by 0.8-1.0 dB at 2 and 4 bpp for twice the encode time.
 DEFAULT_EPOCHS = 6000
 DEFAULT_LR = 2e-3
+# Depth when --bpp is given without --depth: DEFAULT_DEPTH for small images, LARGE_DEPTH once the images
+# average more than LARGE_PIXELS pixels (a larger image has more detail per weight to place, which depth
+# composes more cheaply than width). On CIFAR-10 (32x32) depth 5 beat 3, 4 and 6 (docs/rd.md); on Kodak
+# at 128x192, 0.5 bpp, depth 7 (7x22) gave 27.48 dB against 27.07 at depth 5 (5x28).
 DEFAULT_DEPTH = 5
+LARGE_DEPTH = 7
+LARGE_PIXELS = 64 * 64
 # The learned coefficients train at COEFF_LR x the weights' lr (train.FitConfig.coeff_lr): on 16 CIFAR
 # images at 5x24, float fit after 6000 epochs, 10x gave +0.3 dB, 30x +0.5 to +0.6, 100x diverged (docs/rd.md).
 COEFF_LR = 30.0
@@ -303,6 +309,12 @@ def coeff_scheme(cfg: EncodeConfig, n_images: int, pixels: int) -> str:
     return "per-layer" if cost <= PER_LAYER_MAX_SHARE * cfg.bpp * pixels else "learned"
 
 
+def default_depth(sizes) -> int:
+    """The depth rate control uses when none is given: by the images' mean pixel count (LARGE_PIXELS)."""
+    mean = sum(h * w for h, w in sizes) / len(sizes)
+    return LARGE_DEPTH if mean > LARGE_PIXELS else DEFAULT_DEPTH
+
+
 def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
     epochs, lr = cfg.epochs or DEFAULT_EPOCHS, cfg.lr or DEFAULT_LR
     return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs, coeff_lr=COEFF_LR,
@@ -447,6 +459,7 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
     images = [np.ascontiguousarray(im) for im in images]
     sizes = [im.shape[:2] for im in images]
     pixels = sum(h * w for h, w in sizes)
+    cfg = dataclasses.replace(cfg, depth=cfg.depth or default_depth(sizes))
     cfg = dataclasses.replace(cfg, coeffs=coeff_scheme(cfg, len(images), pixels))
     trials: list[dict] = []
 
@@ -537,7 +550,7 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):
     """(setting, candidate) with the best PSNR among archives within the budget; see docs/codec.md."""
     total_px = sum(h * w for h, w in sizes)
     budget = math.floor(cfg.bpp * total_px / 8)
-    depth = cfg.depth or DEFAULT_DEPTH
+    depth = cfg.depth
     quantised = cfg.precision != "fp16"
     overhead = _overhead(Arch(depth, 1, cfg.sets, omega=cfg.omega, omega_first=cfg.omega), names, sizes, cfg.coeffs, quantised)
     # The smallest network's weights at the fewest bits: ~1 bit per parameter at best.

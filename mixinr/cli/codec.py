@@ -20,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (their images, sorted by name)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mixinr")
     p.add_argument("--bpp", type=float, help="bits per pixel the archive must not exceed (rate control)")
-    p.add_argument("--depth", type=int, help="sine layers (default 5 with --bpp)")
+    p.add_argument("--depth", type=int,
+                   help="sine layers (default with --bpp: by image size, 5 up to 64x64 pixels, deeper above)")
     p.add_argument("--width", type=int, help="units per layer (with --bpp: fixed, else chosen by rate control)")
     add_network_flags(p)
     p.add_argument("--precision", default="auto", metavar="P",
