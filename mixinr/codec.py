@@ -36,11 +36,12 @@ from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 DEFAULT_EPOCHS = 6000
 DEFAULT_LR = 2e-3
 # Depth when --bpp is given without --depth: DEFAULT_DEPTH for small images, LARGE_DEPTH once the images
-# average more than LARGE_PIXELS pixels (a larger image has more detail per weight to place, which depth
-# composes more cheaply than width). On CIFAR-10 (32x32) depth 5 beat 3, 4 and 6 (docs/rd.md); on Kodak
-# at 128x192, 0.5 bpp, depth 7 (7x22) gave 27.48 dB against 27.07 at depth 5 (5x28).
+# average more than LARGE_PIXELS pixels (measured, not derived: at the same bytes Kodak gained steadily
+# with depth up to 9). On CIFAR-10 (32x32) depth 5 beat 3 and 4, and 6 did not gain
+# (docs/rd.md); on Kodak at 128x192, 0.5 bpp, depths 5 / 6 / 7 / 9 / 11 / 13 gave 27.07 / 27.43 / 27.48 /
+# 27.68 / 27.48 / 27.07 dB. Between the two sizes the step is a guess.
 DEFAULT_DEPTH = 5
-LARGE_DEPTH = 7
+LARGE_DEPTH = 9
 LARGE_PIXELS = 64 * 64
 # The learned coefficients train at COEFF_LR x the weights' lr (train.FitConfig.coeff_lr): on 16 CIFAR
 # images at 5x24, float fit after 6000 epochs, 10x gave +0.3 dB, 30x +0.5 to +0.6, 100x diverged (docs/rd.md).

@@ -216,9 +216,8 @@ class Fitter:
         self._epoch = 0
 
     def _groups(self) -> list[dict]:
-        """Adam's parameter groups: the weight sets at lr, the learned coefficients at lr x coeff_lr.
-        Adam's steps are about lr in size whatever a value's scale, and the coefficients (~1) are ~30x
-        larger than hidden weights (~0.03): at the same lr they adapt slowest (docs/rd.md)."""
+        """Adam's parameter groups: the weight sets at lr, the learned coefficients at lr x coeff_lr (Adam's
+        steps are about lr whatever a value's scale, and the coefficients are ~30x the hidden weights)."""
         m = self.model
         if m.scheme == "linear" or self.cfg.coeff_lr == 1.0:
             return [{"params": self.params}]
