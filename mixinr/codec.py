@@ -306,14 +306,14 @@ def coeff_scheme(cfg: EncodeConfig, n_images: int, pixels: int) -> str:
     if cfg.bpp is None:
         return "per-layer"
     bits = 16 if cfg.precision == "fp16" else COEFF_BITS
-    cost = math.prod(bitstream.coeff_shape("per-layer", cfg.depth or DEFAULT_DEPTH, n_images, cfg.sets)) * bits
+    depth = cfg.depth or default_depth(pixels / n_images)
+    cost = math.prod(bitstream.coeff_shape("per-layer", depth, n_images, cfg.sets)) * bits
     return "per-layer" if cost <= PER_LAYER_MAX_SHARE * cfg.bpp * pixels else "learned"
 
 
-def default_depth(sizes) -> int:
-    """The depth rate control uses when none is given: by the images' mean pixel count (LARGE_PIXELS)."""
-    mean = sum(h * w for h, w in sizes) / len(sizes)
-    return LARGE_DEPTH if mean > LARGE_PIXELS else DEFAULT_DEPTH
+def default_depth(pixels_per_image: float) -> int:
+    """The depth rate control uses when none is given, by the images' mean pixel count (LARGE_PIXELS)."""
+    return LARGE_DEPTH if pixels_per_image > LARGE_PIXELS else DEFAULT_DEPTH
 
 
 def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
@@ -460,7 +460,7 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
     images = [np.ascontiguousarray(im) for im in images]
     sizes = [im.shape[:2] for im in images]
     pixels = sum(h * w for h, w in sizes)
-    cfg = dataclasses.replace(cfg, depth=cfg.depth or default_depth(sizes))
+    cfg = dataclasses.replace(cfg, depth=cfg.depth or default_depth(pixels / len(images)))
     cfg = dataclasses.replace(cfg, coeffs=coeff_scheme(cfg, len(images), pixels))
     trials: list[dict] = []
 
@@ -510,11 +510,10 @@ def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -
     arch, sizes = cand.arch, cand.sizes
     steps = cand.stored_steps(alpha)
     per_stage = max(1, epochs // len(QAT_STAGES))
-    fcfg = FitConfig(epochs=per_stage, lr=QAT_LR, t0=per_stage, eta_min=QAT_LR / 100, coeffs=cand.model.scheme,
-                     coeff_lr=COEFF_LR, objective=cfg.objective,
-                     seed=cfg.seed, device=cfg.device, progress=cfg.progress,
-                     description=f"quantising {arch.depth}x{arch.width}",
-                     threads=fit_threads(sum(h * w for h, w in sizes) * arch.width))
+    threads = fit_threads(sum(h * w for h, w in sizes) * arch.width)
+    # The encode's own fit settings, on the fine-tuning's schedule.
+    fcfg = dataclasses.replace(fit_config(cfg, f"quantising {arch.depth}x{arch.width}", threads),
+                               epochs=per_stage, lr=QAT_LR, t0=per_stage, eta_min=QAT_LR / 100, coeffs=cand.model.scheme)
     model, seconds = cand.model, 0.0
     for fraction in QAT_STAGES:
         res = fit(cand.images, arch, fcfg, init=model, frozen=_on_grid(model, steps, fraction))

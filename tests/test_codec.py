@@ -124,9 +124,9 @@ def test_rate_control_fp16_and_fixed_width(group):
 def test_depth_follows_the_image_size(group):
     """Without --depth, small images get DEFAULT_DEPTH and images averaging over LARGE_PIXELS get
     LARGE_DEPTH (a 12x12 group at depth 5, one 72x72 image at depth 9); a given depth is kept."""
-    assert codec.default_depth([(32, 32)] * 16) == codec.DEFAULT_DEPTH == 5
-    assert codec.default_depth([(128, 192)] * 6) == codec.LARGE_DEPTH == 9
-    assert codec.default_depth([(64, 64), (65, 65)]) == codec.LARGE_DEPTH
+    assert codec.default_depth(32 * 32) == codec.DEFAULT_DEPTH == 5
+    assert codec.default_depth(128 * 192) == codec.LARGE_DEPTH == 9
+    assert codec.default_depth((64 * 64 + 65 * 65) / 2) == codec.LARGE_DEPTH
     images, names = group
     assert encode(images, names, EncodeConfig(bpp=8.0, **FAST)).arch.depth == 5
     big = encode([smooth_image(72, 72, 0)], ["big.png"], EncodeConfig(bpp=1.0, epochs=5, qat_epochs=0, progress=False))
