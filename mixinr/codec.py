@@ -4,9 +4,9 @@ Rate control (docs/codec.md): the budget in bytes is floor(bpp * pixels / 8). Th
 at the widest width predicted to fit; each tensor's quantisation step follows its measured
 sensitivity, scaled by one number that a bisection pushes to the finest setting within the budget.
 If that setting is far from the intended quantisation loss (or nothing fits) the width is corrected
-from the measured bits per weight and the network refitted once; the best PSNR that fits is kept.
-The chosen network is then quantised incrementally (a growing share of its weights rounded and frozen,
-the rest retrained) and kept only if it decodes better within the budget.
+from the measured bits per weight and the network refitted once. Each fit is then quantised
+incrementally (a growing share of its weights rounded and frozen, the rest retrained), the result kept
+where it decodes better within the budget, and the best PSNR of these is stored.
 The PSNR reported for each image is computed from the archive's own bytes through Archive.decode,
 the same path `mixinr decode` takes."""
 
@@ -35,6 +35,10 @@ from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 # and 6000 epochs beat 3000 by 0.8-1.0 dB at 2 and 4 bpp for twice the encode time.
 DEFAULT_EPOCHS = 6000
 DEFAULT_LR = 2e-3
+# After Adam, LBFGS_SHARE x epochs iterations of L-BFGS from the kept weights (train.Fitter.polish). Float
+# fits of 5x24 on CIFAR classes 1 and 2 (docs/rd.md): 1000 / 3000 / 8000 steps gained 0.37 / 0.64-0.72 /
+# 0.91 dB over Adam's 6000 epochs alone, each step costing about an epoch; 6000 more Adam epochs gained 0.3-0.4.
+LBFGS_SHARE = 0.5
 # Depth when --bpp is given without --depth: DEFAULT_DEPTH for small images, LARGE_DEPTH once the images
 # average more than LARGE_PIXELS pixels (measured, not derived: at the same bytes Kodak gained steadily
 # with depth up to 9). On CIFAR-10 (32x32) depth 5 beat 3 and 4, and 6 did not gain
@@ -65,6 +69,7 @@ LOW_LOSS_DB, HIGH_LOSS_DB = 0.25, 1.5
 DEFAULT_QAT_EPOCHS = 600
 QAT_STAGES = (0.5, 0.75, 0.9)
 QAT_LR = 2e-5
+QAT_LBFGS_STEPS = 0
 NO_BUDGET_LOSS_DB = 0.05  # precision "auto" without a budget
 MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB
 SMALL_FIT_WORK = 1 << 22  # pixels x width below which fitting runs on one thread
@@ -95,6 +100,7 @@ class EncodeConfig:
     precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
     epochs: int | None = None  # None -> DEFAULT_EPOCHS
     lr: float | None = None  # Adam's first learning rate (one cosine decay to lr/100); None -> DEFAULT_LR
+    lbfgs_steps: int | None = None  # L-BFGS iterations after Adam; None -> LBFGS_SHARE x epochs, 0 -> off
     qat_epochs: int | None = None  # quantisation-aware fine-tuning; None -> DEFAULT_QAT_EPOCHS, 0 -> off
     seed: int = 0
     device: str = "auto"
@@ -295,6 +301,8 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
         raise MixinrError(f"learning rate must be a positive number, got {cfg.lr}")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise MixinrError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.lbfgs_steps is not None and cfg.lbfgs_steps < 0:
+        raise MixinrError(f"--lbfgs-steps must be 0 or more, got {cfg.lbfgs_steps}")
     if cfg.qat_epochs is not None and cfg.qat_epochs < 0:
         raise MixinrError(f"--qat-epochs must be 0 or more, got {cfg.qat_epochs}")
 
@@ -318,8 +326,9 @@ def default_depth(pixels_per_image: float) -> int:
 
 def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
     epochs, lr = cfg.epochs or DEFAULT_EPOCHS, cfg.lr or DEFAULT_LR
+    lbfgs = round(LBFGS_SHARE * epochs) if cfg.lbfgs_steps is None else cfg.lbfgs_steps
     return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs, coeff_lr=COEFF_LR,
-                     objective=cfg.objective,
+                     lbfgs_steps=lbfgs, objective=cfg.objective,
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress, description=description,
                      threads=threads)
 
@@ -479,25 +488,30 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
                        "bytes": len(cand.pack(setting)), "psnr": p})
         return p
 
-    if cfg.bpp is None:
-        cand = fitted(cfg.depth, cfg.width)
-        setting = cfg.precision if cfg.precision != "auto" else cand.alpha_for_loss(NO_BUDGET_LOSS_DB)
-    else:
-        setting, cand = _rate_control(names, sizes, cfg, fitted, evaluate)
     qat_epochs = DEFAULT_QAT_EPOCHS if cfg.qat_epochs is None else cfg.qat_epochs
-    if qat_epochs and not isinstance(setting, str):
-        # The budget, or without one the bytes already chosen: fine-tuning must never cost bytes.
+
+    def finished(cand: _Candidate, setting):
+        """(candidate, setting) after incremental quantisation where that decodes better within the budget
+        (without a budget: the bytes already chosen, so fine-tuning never costs bytes)."""
+        before = evaluate(cand, setting)
+        if not qat_epochs or isinstance(setting, str):
+            return cand, setting
         budget = math.floor(cfg.bpp * pixels / 8) if cfg.bpp else len(cand.pack(setting))
-        before = float(np.mean(cand.psnrs(setting)))
         tuned = _fine_tune(cand, setting, qat_epochs, cfg)
         # Its weights lie on the grid of `setting`'s steps; if retraining made them code longer than the
         # budget, the finest steps that fit (which round them again).
         tuned_setting = setting if len(tuned.pack(setting)) <= budget else tuned.finest_under(budget)
-        if tuned_setting is not None:
-            after = evaluate(tuned, tuned_setting)
-            trials[-1].update(qat_epochs=qat_epochs, qat_seconds=tuned.qat_seconds)
-            if after > before and len(tuned.pack(tuned_setting)) <= budget:
-                cand, setting = tuned, tuned_setting
+        if tuned_setting is None:
+            return cand, setting
+        after = evaluate(tuned, tuned_setting)
+        trials[-1].update(qat_epochs=qat_epochs, qat_seconds=tuned.qat_seconds)
+        return (tuned, tuned_setting) if after > before else (cand, setting)
+
+    if cfg.bpp is None:
+        cand = fitted(cfg.depth, cfg.width)
+        cand, setting = finished(cand, cfg.precision if cfg.precision != "auto" else cand.alpha_for_loss(NO_BUDGET_LOSS_DB))
+    else:
+        setting, cand = _rate_control(names, sizes, cfg, fitted, finished)
     data = cand.pack(setting)
     encoded = [EncodedImage(n, s[1], s[0], p) for n, s, p in zip(names, sizes, cand.psnrs(setting))]
     return EncodeResult(data, encoded, time.perf_counter() - start, cand.arch, cand.precision(setting), cfg.coeffs,
@@ -513,7 +527,8 @@ def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -
     threads = fit_threads(sum(h * w for h, w in sizes) * arch.width)
     # The encode's own fit settings, on the fine-tuning's schedule.
     fcfg = dataclasses.replace(fit_config(cfg, f"quantising {arch.depth}x{arch.width}", threads),
-                               epochs=per_stage, lr=QAT_LR, t0=per_stage, eta_min=QAT_LR / 100, coeffs=cand.model.scheme)
+                               epochs=per_stage, lr=QAT_LR, t0=per_stage, eta_min=QAT_LR / 100, coeffs=cand.model.scheme,
+                               lbfgs_steps=QAT_LBFGS_STEPS)
     model, seconds = cand.model, 0.0
     for fraction in QAT_STAGES:
         res = fit(cand.images, arch, fcfg, init=model, frozen=_on_grid(model, steps, fraction))
@@ -546,7 +561,7 @@ def _rounded(p: torch.Tensor, step: float) -> torch.Tensor:
     return torch.round(p.detach() / s) * s
 
 
-def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):
+def _rate_control(names, sizes, cfg: EncodeConfig, fitted, finished):
     """(setting, candidate) with the best PSNR among archives within the budget; see docs/codec.md."""
     total_px = sum(h * w for h, w in sizes)
     budget = math.floor(cfg.bpp * total_px / 8)
@@ -598,6 +613,9 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, evaluate):
             raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes; a {depth}x{cfg.width} network "
                               f"does not fit at {'any precision' if cfg.precision == 'auto' else cfg.precision}")
         raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes, not enough for a {depth}x1 network")
-    scored = [(evaluate(c, s), -len(c.pack(s)), i) for i, (c, s) in enumerate(fits)]
+    # Each fit as it will be stored (fine-tuned where that helped): fine-tuning recovers most where rounding
+    # cost most, so a wider fit that rounds badly can still end best.
+    fits = [finished(c, s) for c, s in fits]
+    scored = [(float(np.mean(c.psnrs(s))), -len(c.pack(s)), i) for i, (c, s) in enumerate(fits)]
     cand, setting = fits[max(scored)[2]]
     return setting, cand

@@ -277,8 +277,9 @@ def test_single_image_uses_one_set():
 
 def test_quantisation_aware_fine_tuning(group, monkeypatch):
     """QAT (on by default) never exceeds the budget, never lowers the PSNR of the archive rate control
-    had chosen without it (same seed: the same fit and steps), stays deterministic, records its trial,
-    and qat_epochs=0 gives the archive of the plain rate control."""
+    had chosen without it (same seed: the same fits and steps), stays deterministic, records a trial for
+    every fit rate control made (here a refit: two), stores the best of the fits as finished (fine-tuned
+    or not, whichever decoded better), and qat_epochs=0 gives the archive of the plain rate control."""
     images, names = group
     monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
     budget = int(4.0 * 3 * 144 / 8)
@@ -288,9 +289,12 @@ def test_quantisation_aware_fine_tuning(group, monkeypatch):
     assert tuned.psnr_mean >= plain.psnr_mean
     assert not any("qat_epochs" in t for t in plain.trials)
     qat = [t for t in tuned.trials if "qat_epochs" in t]
-    assert len(qat) == 1 and qat[0]["qat_epochs"] == 40 and qat[0]["bytes"] <= budget
+    fitted = [t for t in tuned.trials if "qat_epochs" not in t]
+    assert len(qat) == len(fitted) == 2 and all(t["qat_epochs"] == 40 and t["bytes"] <= budget for t in qat)
+    finished = [max(a["psnr"], b["psnr"]) for a, b in zip(fitted, qat)]
+    assert tuned.psnr_mean == pytest.approx(max(finished), abs=1e-12)
     if tuned.data != plain.data:  # fine-tuning was kept: it must have been the better archive
-        assert tuned.psnr_mean == qat[0]["psnr"] > plain.psnr_mean
+        assert tuned.psnr_mean in [t["psnr"] for t in qat] and tuned.psnr_mean > plain.psnr_mean
     assert encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=40, **FAST)).data == tuned.data
     with pytest.raises(MixinrError, match="qat-epochs"):
         encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=-1, **FAST))

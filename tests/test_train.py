@@ -1,6 +1,7 @@
 """Fitting: reaches a PSNR, reproducible, best weights kept, any-resolution decode, mixed sizes."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -182,3 +183,31 @@ def test_coefficients_train_at_their_own_lr(images):
         f.sched.step()
     assert coeffs["lr"] == pytest.approx(30.0 * weights["lr"]) and weights["lr"] < 1e-3
     assert len(Fitter(images, Arch(2, 4, sets=2), FitConfig(coeffs="per-layer", progress=False)).opt.param_groups) == 1
+
+
+def test_lbfgs_polish_lowers_the_loss_and_keeps_the_best(images):
+    """L-BFGS after Adam (lbfgs_steps) ends below Adam alone on the same schedule; the returned weights
+    reproduce the kept loss; pixel sampling, which has no fixed function to search along, is refused."""
+    cfg = FitConfig(epochs=60, t0=60, lr=5e-3, eta_min=5e-5, coeffs="per-layer", coeff_lr=10.0, progress=False)
+    adam = fit(images[:2], Arch(2, 8, sets=2), cfg)
+    polished = fit(images[:2], Arch(2, 8, sets=2), dataclasses.replace(cfg, lbfgs_steps=60))
+    assert polished.losses == adam.losses  # the same Adam run first
+    assert polished.best_loss < 0.8 * adam.best_loss
+    assert _sse_loss(polished.model, images[:2]) == pytest.approx(polished.best_loss, rel=1e-4)
+    with pytest.raises(ValueError, match="full batch"):
+        fit(images[:2], Arch(2, 8), FitConfig(epochs=1, lbfgs_steps=5, pixels_per_step=16, progress=False))
+
+
+def test_lbfgs_polish_never_moves_frozen_elements(images):
+    """With `frozen` masks L-BFGS moves only the free elements (their gradient is masked, so every search
+    direction is zero on the frozen ones) and still brings the loss down."""
+    imgs = images[:2]
+    first = fit(imgs, Arch(2, 8, sets=2), FitConfig(epochs=80, t0=80, lr=5e-3, coeffs="learned", progress=False))
+    coded = first.model.coded_params()
+    gen = torch.Generator().manual_seed(1)
+    frozen = [(torch.rand(p.shape, generator=gen) < 0.5, torch.round(p.detach() * 8) / 8) for p in coded]
+    cfg = FitConfig(epochs=1, t0=1, lr=1e-9, coeffs="learned", lbfgs_steps=40, progress=False)
+    tuned = fit(imgs, first.model.arch, cfg, init=first.model, frozen=frozen)
+    assert tuned.best_loss < 0.9 * tuned.losses[0]
+    for after, (mask, values) in zip(tuned.model.coded_params(), frozen):
+        assert torch.equal(after.detach()[mask], values[mask])

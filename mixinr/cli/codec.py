@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--precision", default="auto", metavar="P",
                    help="auto (default), fp16, or q2..q16 (quantised, entropy coded)")
     p.add_argument("--epochs", type=int, help="fitting epochs (default: documented schedule)")
+    p.add_argument("--lbfgs-steps", type=int, metavar="S",
+                   help="L-BFGS iterations after the epochs (default: half the epochs, 3000; 0: off)")
     p.add_argument("--qat-epochs", type=int, metavar="E",
                    help="epochs of quantisation-aware fine-tuning (incremental, all stages together) after the steps "
                         "are chosen (default 600; 0: off)")
@@ -93,7 +95,8 @@ def run_encode(args) -> int:
     paths = expand_inputs(args.inputs)
     images = [read_image(p) for p in paths]
     cfg = EncodeConfig(bpp=args.bpp, depth=args.depth, width=args.width, **network_settings(args),
-                       precision=args.precision, epochs=args.epochs, qat_epochs=args.qat_epochs, seed=args.seed,
+                       precision=args.precision, epochs=args.epochs, lbfgs_steps=args.lbfgs_steps,
+                       qat_epochs=args.qat_epochs, seed=args.seed,
                        device=args.device)
     result = encode(images, [p.name for p in paths], cfg)
     atomic_write(out, result.data, force=args.force)
