@@ -5,6 +5,9 @@ full-batch step per epoch over every pixel of every image, the lowest-loss weigh
 processed in cache-sized pixel chunks whose gradients accumulate into the same full-batch step, so
 memory stays bounded without changing the maths.
 
+`FitConfig.lbfgs_steps` adds that many L-BFGS iterations on the full batch after the schedule, from the
+kept weights (`Fitter.polish`; the codec's default, the seed has none).
+
 `fit(..., init=model)` continues from a fitted model instead of a fresh one; with `frozen` (a mask and
 values per coded tensor, file order) the masked elements are held at those values while the others train
 (the codec's incremental quantisation, see docs/codec.md).
@@ -275,12 +278,14 @@ class Fitter:
             self._keep_if_best(loss, score, mses)
             return (mses * counts * weights).sum() / counts.sum()  # the function whose gradient this is
 
-        done = 0
+        done, state = 0, opt.state[self.params[0]]  # torch keeps its iteration count there
         try:
             while done < steps:
                 opt.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, steps - done)
                 loss = float(opt.step(closure))
-                done += opt.param_groups[0]["max_iter"]
+                if state["n_iter"] == done:  # no iteration made: nothing left to descend
+                    break
+                done = state["n_iter"]
                 if on_step:
                     on_step(done, loss)
         except _Diverged:
