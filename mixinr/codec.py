@@ -30,15 +30,15 @@ from mixinr.model import (COEFF_SCHEMES, Arch, MixtureSiren, grid, image_layers,
                           render, to_uint8)
 from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 
-# Default schedule: one cosine decay from LR to LR/100 over DEFAULT_EPOCHS full-batch epochs. On 16
-# CIFAR airplanes (docs/rd.md) lr 2e-3 beat 1e-3 (+0.4 to +0.6 dB at 1 and 4 bpp; 3e-3 and 4e-3 lost),
-# and 6000 epochs beat 3000 by 0.8-1.0 dB at 2 and 4 bpp for twice the encode time.
-DEFAULT_EPOCHS = 6000
+# Default schedule: Adam with one cosine decay from LR to LR/100 over DEFAULT_EPOCHS full-batch epochs,
+# then LBFGS_SHARE x epochs iterations of L-BFGS from the kept weights (train.Fitter.polish). On 16 CIFAR
+# airplanes (docs/rd.md) lr 2e-3 beat 1e-3 (+0.4 to +0.6 dB at 1 and 4 bpp; 3e-3 and 4e-3 lost). Float fits
+# of 5x24 on CIFAR classes 1 and 2 (docs/rd.md, fifth session): Adam 6000 alone 33.18 / 34.43 dB; Adam 3000
+# + L-BFGS 6000 33.95 / 35.21 in about the same time (an L-BFGS iteration costs about an epoch); Adam 6000
+# + L-BFGS 3000 33.83 / 35.12; more L-BFGS still gains slowly (Adam 3000 + 9000: 34.05 on class 1).
+DEFAULT_EPOCHS = 3000
 DEFAULT_LR = 2e-3
-# After Adam, LBFGS_SHARE x epochs iterations of L-BFGS from the kept weights (train.Fitter.polish). Float
-# fits of 5x24 on CIFAR classes 1 and 2 (docs/rd.md): 1000 / 3000 / 8000 steps gained 0.37 / 0.64-0.72 /
-# 0.91 dB over Adam's 6000 epochs alone, each step costing about an epoch; 6000 more Adam epochs gained 0.3-0.4.
-LBFGS_SHARE = 0.5
+LBFGS_SHARE = 2.0
 # Depth when --bpp is given without --depth: DEFAULT_DEPTH for small images, LARGE_DEPTH once the images
 # average more than LARGE_PIXELS pixels (measured, not derived: at the same bytes Kodak gained steadily
 # with depth up to 9). On CIFAR-10 (32x32) depth 5 beat 3 and 4, and 6 did not gain
@@ -98,7 +98,7 @@ class EncodeConfig:
     omega: float = DEFAULT_OMEGA  # first and hidden layers' omega
     objective: str = DEFAULT_OBJECTIVE  # what fitting minimises: "mse" (all pixels alike) or "psnr" (mean PSNR)
     precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
-    epochs: int | None = None  # None -> DEFAULT_EPOCHS
+    epochs: int | None = None  # Adam's epochs; None -> DEFAULT_EPOCHS
     lr: float | None = None  # Adam's first learning rate (one cosine decay to lr/100); None -> DEFAULT_LR
     lbfgs_steps: int | None = None  # L-BFGS iterations after Adam; None -> LBFGS_SHARE x epochs, 0 -> off
     qat_epochs: int | None = None  # quantisation-aware fine-tuning; None -> DEFAULT_QAT_EPOCHS, 0 -> off

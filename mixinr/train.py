@@ -206,7 +206,7 @@ class Fitter:
         self.chunk = max(256, cfg.chunk_elems // per_pixel)
         pixels = cfg.pixels_per_step or self.data.pixels
         hidden_madds = sum(o * i for o, i in arch.shapes())
-        self.work = cfg.epochs * self.data.n * pixels * hidden_madds
+        self.work = (cfg.epochs + cfg.lbfgs_steps) * self.data.n * pixels * hidden_madds  # an L-BFGS step ~ an epoch
         self.threads = auto_threads(self.device, per_pixel * min(self.chunk, pixels) * arch.width, cfg.threads)
         self.compiled = _choose_compile(cfg.compile, self.device, self.work)
         self._eager = _chunk_sse(arch)

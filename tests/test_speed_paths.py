@@ -93,9 +93,11 @@ def test_compile_failure_falls_back_to_eager(images, monkeypatch):
 
 
 def test_auto_compile_only_for_long_fits(images):
-    """Auto (compile=None) never compiles a short fit; a huge work estimate compiles where g++ exists."""
+    """Auto (compile=None) never compiles a short fit; a huge work estimate compiles where g++ exists;
+    the estimate counts L-BFGS iterations like epochs."""
     short = Fitter(images, Arch(2, 8), FitConfig(epochs=50, progress=False))
     assert not short.compiled
+    assert Fitter(images, Arch(2, 8), FitConfig(epochs=50, lbfgs_steps=50, progress=False)).work == 2 * short.work
     assert train._choose_compile(None, torch.device("cpu"), 1e9) is False
     assert train._choose_compile(False, torch.device("cpu"), 1e15) is False
     assert train._choose_compile(True, torch.device("cpu"), 1.0) is True
