@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     enc.add_argument("--width", type=int, help="units per layer (instead of --bpp)")
     add_network_flags(enc)
     enc.add_argument("--precision", default="auto", help="fp16, q<bits> or auto (default)")
-    enc.add_argument("--epochs", type=int, help="fitting epochs (default: the codec's schedule)")
+    enc.add_argument("--epochs", type=int,
+                     help="Adam epochs of each fit, then twice as many L-BFGS steps (default: the codec's 3000)")
     enc.add_argument("--seed", type=int, default=0)
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda (inside each task)")
     run = p.add_argument_group("execution")

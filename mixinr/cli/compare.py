@@ -35,7 +35,8 @@ def register(subparsers) -> None:
                    help=f"comma-separated subset of {','.join(ALL_CODECS)} (default: all)")
     p.add_argument("--out", "-o", default="compare-out", metavar="DIR", help="output folder (default compare-out)")
     p.add_argument("--plot", metavar="PNG", help="RD plot path (default OUT/rd.png); an SVG is written beside it")
-    p.add_argument("--epochs", type=int, help="mixinr fitting epochs (default: the codec's schedule)")
+    p.add_argument("--epochs", type=int,
+                   help="mixinr: Adam epochs of each fit, then twice as many L-BFGS steps (default: the codec's 3000)")
     p.add_argument("--group-size", type=int, metavar="N",
                    help="mixinr: split the sorted images into groups of at most N (default: no limit)")
     p.add_argument("--group-by", choices=("all", "folder"), default="all",
