@@ -122,7 +122,7 @@ def _corrupt(out, tmp_path):
     return bad
 
 
-@pytest.mark.parametrize("case", ["exists", "empty", "non-image", "missing", "budget", "magic", "truncated",
+@pytest.mark.parametrize("case", ["exists", "empty", "non-image", "missing", "budget", "lbfgs", "magic", "truncated",
                                   "flipped", "index", "size", "png-exists"])
 def test_errors_exit_2_one_line_no_output(encoded, tmp_path, capsys, case):
     """Each user error: exit code 2, one line on stderr, nothing new written."""
@@ -137,6 +137,7 @@ def test_errors_exit_2_one_line_no_output(encoded, tmp_path, capsys, case):
         "non-image": ["encode", str(junk), "-o", str(target), "--bpp", "4", *FAST],
         "missing": ["encode", str(tmp_path / "nope.png"), "-o", str(target), "--bpp", "4"],
         "budget": ["encode", str(folder), "-o", str(target), "--bpp", "0.01", *FAST],
+        "lbfgs": ["encode", str(folder), "-o", str(target), "--bpp", "4", "--lbfgs-steps", "-1", *FAST],
         "magic": ["decode", str(junk), "-o", str(outdir)],
         "truncated": ["info", str(tmp_path / "t.mixinr")],
         "flipped": ["decode", str(_corrupt(out, tmp_path)), "-o", str(outdir)],

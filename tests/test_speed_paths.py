@@ -44,7 +44,7 @@ def test_mixed_once_chunked_gradients_equal_plain_autograd(coeffs, sizes):
         with torch.no_grad():
             fitter.model.coeffs.add_(0.1 * torch.randn(fitter.model.coeffs.shape, generator=torch.Generator().manual_seed(0)))
     fitter.opt.zero_grad(set_to_none=True)
-    loss, _ = fitter._score(fitter._gradients())  # per-image MSEs -> the group's MSE
+    loss, _, _ = fitter._score(fitter._gradients())  # per-image MSEs -> the group's MSE
     fast = [p.grad.clone() for p in fitter.model.parameters()]
     plain, plain_loss = _plain_grads(fitter.model, images)
     assert loss == pytest.approx(plain_loss, rel=1e-5)
