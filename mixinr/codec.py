@@ -33,9 +33,9 @@ from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 # Default schedule: Adam with one cosine decay from LR to LR/100 over DEFAULT_EPOCHS full-batch epochs,
 # then LBFGS_SHARE x epochs iterations of L-BFGS from the kept weights (train.Fitter.polish). On 16 CIFAR
 # airplanes (docs/rd.md) lr 2e-3 beat 1e-3 (+0.4 to +0.6 dB at 1 and 4 bpp; 3e-3 and 4e-3 lost). Float fits
-# of 5x24 on CIFAR classes 1 and 2 (docs/rd.md, fifth session): Adam 6000 alone 33.18 / 34.43 dB; Adam 3000
-# + L-BFGS 6000 33.95 / 35.21 in about the same time (an L-BFGS iteration costs about an epoch); Adam 6000
-# + L-BFGS 3000 33.83 / 35.12; more L-BFGS still gains slowly (Adam 3000 + 9000: 34.05 on class 1).
+# of 5x24 on CIFAR classes 1 and 2 (docs/rd.md, fifth session): Adam 6000 alone 33.18 / 34.43 dB (72 / 89 s);
+# Adam 3000 + L-BFGS 6000 33.95 / 35.21 (98 / 105 s); Adam 6000 + L-BFGS 3000 33.83 / 35.12 (105 / 127 s).
+# Longer L-BFGS gains in float but makes the weights harder to round (docs/rd.md): share 4 lost 1.5 dB on one group.
 DEFAULT_EPOCHS = 3000
 DEFAULT_LR = 2e-3
 LBFGS_SHARE = 2.0

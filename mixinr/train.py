@@ -254,7 +254,7 @@ class Fitter:
     def polish(self, steps: int, on_step=None) -> None:
         """`steps` L-BFGS iterations (strong Wolfe line search) from the kept weights. Late in the cosine,
         Adam's small steps creep along the loss valley; the curvature model takes long steps on its floor
-        (docs/rd.md: +0.6 dB on CIFAR groups for a quarter more time). The image weights of the "psnr"
+        (docs/rd.md: +0.8 dB in float on CIFAR groups for a quarter more time). The image weights of the "psnr"
         objective are held at their values now, so the line search sees one fixed function; frozen
         elements get no gradient, so L-BFGS never moves them. on_step(iterations done, loss) reports."""
         if steps <= 0:

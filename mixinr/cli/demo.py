@@ -14,7 +14,7 @@ from mixinr.cli.codec import encode_summary, images_table
 
 TILE = 32
 TILES = 8
-DEMO_EPOCHS = 500  # Adam epochs, then twice as many L-BFGS steps: shorter than encode's, about half a minute
+DEMO_EPOCHS = 500  # Adam epochs, then twice as many L-BFGS steps: shorter than encode's, about 15 s
 
 
 def register(sub) -> None:
