@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mixinr import bitstream, entropy
+from mixinr import bitstream, entropy, quantise
 from mixinr.bitstream import Header, TensorCode
 from mixinr.errors import MixinrError
 from mixinr.images import read_bytes
@@ -497,9 +497,9 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
         if not qat_epochs or isinstance(setting, str):
             return cand, setting
         budget = math.floor(cfg.bpp * pixels / 8) if cfg.bpp else len(cand.pack(setting))
-        tuned = _fine_tune(cand, setting, qat_epochs, cfg)
+        tuned = _fine_tune(cand, setting, qat_epochs, cfg, budget)
         # Its weights lie on the grid of `setting`'s steps; if retraining made them code longer than the
-        # budget, the finest steps that fit (which round them again).
+        # budget and trimming could not bring them back, the finest steps that fit (which round them again).
         tuned_setting = setting if len(tuned.pack(setting)) <= budget else tuned.finest_under(budget)
         if tuned_setting is None:
             return cand, setting
@@ -519,9 +519,10 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
                         trials)
 
 
-def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -> _Candidate:
-    """A copy of `cand` quantised incrementally to the steps `alpha` gives (QAT_STAGES), its weights on
-    that grid; the copy keeps `cand`'s sensitivities so its alphas name the same steps."""
+def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig, budget: int) -> _Candidate:
+    """A copy of `cand` quantised incrementally to the steps `alpha` gives (quantise.fine_tune, QAT_STAGES),
+    its weights on that grid and trimmed to `budget` bytes where it can be; the copy keeps `cand`'s
+    sensitivities so its alphas name the same steps."""
     arch, sizes = cand.arch, cand.sizes
     steps = cand.stored_steps(alpha)
     per_stage = max(1, epochs // len(QAT_STAGES))
@@ -530,36 +531,17 @@ def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -
     fcfg = dataclasses.replace(fit_config(cfg, f"quantising {arch.depth}x{arch.width}", threads),
                                epochs=per_stage, lr=QAT_LR, t0=per_stage, eta_min=QAT_LR / 100, coeffs=cand.model.scheme,
                                lbfgs_steps=QAT_LBFGS_STEPS)
-    model, seconds = cand.model, 0.0
-    for fraction in QAT_STAGES:
-        res = fit(cand.images, arch, fcfg, init=model, frozen=_on_grid(model, steps, fraction))
-        model, seconds = res.model, seconds + res.seconds
-    with torch.no_grad():
-        for p, step in zip(model.coded_params(), steps):
-            p.copy_(_rounded(p, step))
+    packing = cand.steps(alpha)
+
+    def size(model: MixtureSiren) -> int:
+        return len(_pack_tensors(arch, _tensors(model), model.scheme, cand.names, sizes, None, packing))
+
+    model, seconds = quantise.fine_tune(cand.model, cand.images, steps, fcfg, QAT_STAGES, cand.image_weights,
+                                        size, budget)
     tuned = _Candidate(model, cand.float_mse, cand.images, cand.names, cand.sizes, cand.seed, g=cand._g,
                        image_weights=cand.image_weights)
     tuned.qat_seconds = seconds
     return tuned
-
-
-def _on_grid(model: MixtureSiren, steps: list[float], fraction: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per coded tensor: a mask of the `fraction` of its elements nearest their grid, and the tensor
-    rounded to its step."""
-    out = []
-    for p, step in zip(model.coded_params(), steps):
-        rounded = _rounded(p, step)
-        err = (p.detach() - rounded).abs().flatten()
-        mask = torch.zeros(err.numel(), dtype=torch.bool)
-        mask[torch.argsort(err, stable=True)[: round(fraction * err.numel())]] = True
-        out.append((mask.view_as(p), rounded))
-    return out
-
-
-def _rounded(p: torch.Tensor, step: float) -> torch.Tensor:
-    """p on its grid: float32 division and round half to even, what entropy.quantise does."""
-    s = torch.tensor(step, dtype=p.dtype)
-    return torch.round(p.detach() / s) * s
 
 
 def _rate_control(names, sizes, cfg: EncodeConfig, fitted, finished):

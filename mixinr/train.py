@@ -100,7 +100,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class _Targets:
+class Targets:
     """The group's pixels. Same-size images share one coordinate grid (fast path); mixed sizes get
     per-image coordinates padded to the largest image, with a mask so padding never counts."""
 
@@ -195,7 +195,7 @@ class Fitter:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
         if cfg.lbfgs_steps and cfg.pixels_per_step:
             raise ValueError("L-BFGS needs the full batch (pixels_per_step=None)")
-        self.data = _Targets(images, self.device)
+        self.data = Targets(images, self.device)
         self.image_weights = torch.ones(self.data.n, device=self.device)  # each image's share of the loss
         self.params = list(self.model.parameters())
         self.opt = _adam(self._groups(), cfg.lr)
