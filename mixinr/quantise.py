@@ -3,10 +3,8 @@
 Incremental fine-tuning (docs/codec.md): the share `stages[0]` of each tensor's elements nearest their
 grid is rounded and frozen and the rest retrained, then the next share, ...; the elements still free
 after the last stage are then rounded one by one to whichever neighbour on the grid gives the group the
-lower loss (greedy, most ambiguous first), not simply the nearest. On CIFAR groups at 4 bpp rounding
-those last tenth to the nearest cost 0.4 dB and the greedy choice won back 0.06-0.27 (docs/rd.md).
-If the archive then codes a few bytes over its budget, `trim` moves the free elements whose move costs
-least one step towards zero until it fits, instead of coarser steps for every tensor.
+lower loss (greedy, most ambiguous first), not simply the nearest: on CIFAR groups at 4 bpp rounding
+that last tenth to the nearest cost up to 0.4 dB, and the greedy choice won back 0.06-0.18 (docs/rd.md).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from mixinr.model import MixtureSiren, using_threads
 from mixinr.train import FitConfig, Targets, fit
 
 MAX_LOSS_PIXELS = 1 << 17  # pixels the greedy choices are judged on (a regular sample beyond)
+MAX_GREEDY = 4096  # free elements rounded greedily (the most ambiguous; the rest stay nearest)
 
 
 def rounded(p: Tensor, step: float) -> Tensor:
@@ -66,10 +65,9 @@ class GroupLoss:
             return float(err.sum(dim=(1, 2)) @ self.scale)
 
 
-def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, stages, image_weights=None,
-              size=None, budget: int | None = None) -> tuple[MixtureSiren, float]:
-    """(a copy of `model` with every coded value on its step's grid, seconds taken). cfg.epochs per stage;
-    size(model) -> bytes and budget: trim to the budget when the result codes longer."""
+def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, stages,
+              image_weights=None) -> tuple[MixtureSiren, float]:
+    """(a copy of `model` with every coded value on its step's grid, seconds taken); cfg.epochs per stage."""
     start = time.perf_counter()
     frozen = None
     for fraction in stages:
@@ -79,30 +77,35 @@ def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, s
     params = model.coded_params()
     floats = [p.detach().clone() for p in params]
     free = [~m for m, _ in frozen] if frozen else [torch.ones_like(p, dtype=torch.bool) for p in params]
+    elements = ambiguous(floats, steps, free)
     with torch.no_grad():
         for p, step in zip(params, steps):
             p.copy_(rounded(p, step))
     loss = GroupLoss(images, image_weights)
     with using_threads(cfg.threads):
-        _greedy(model, floats, steps, free, loss)
-        if size is not None and budget is not None and size(model) > budget:
-            trim(model, steps, free, loss, size, budget)
+        greedy(model, floats, steps, elements, loss)
     return model, time.perf_counter() - start
 
 
-def _greedy(model: MixtureSiren, floats, steps, free, loss) -> None:
-    """Each free element, most ambiguous (nearest half a step from the grid) first, moves to its other
-    grid neighbour where that lowers the loss."""
-    params = model.coded_params()
+def ambiguous(floats: list[Tensor], steps: list[float], free: list[Tensor]) -> list[tuple[int, int]]:
+    """(tensor, flat index) of the free elements, nearest half a step from their grid first, at most
+    MAX_GREEDY of them (each costs a forward pass of the group)."""
     order = []
     for t, (f, step, m) in enumerate(zip(floats, steps, free)):
         x = f.flatten() / step
-        for i in m.flatten().nonzero().flatten().tolist():
-            order.append((abs(abs(x[i].item() - round(x[i].item())) - 0.5), t, i))
+        gap = ((x - torch.round(x)).abs() - 0.5).abs()
+        order += [(gap[i].item(), t, i) for i in m.flatten().nonzero().flatten().tolist()]
     order.sort()
+    return [(t, i) for _, t, i in order[:MAX_GREEDY]]
+
+
+def greedy(model: MixtureSiren, floats, steps, elements, loss) -> None:
+    """Each of `elements` in turn moves from its nearest grid point to its other grid neighbour (the
+    other side of its float value `floats`) where that lowers the loss."""
+    params = model.coded_params()
     best = loss(model)
     with torch.no_grad():
-        for _, t, i in order:
+        for t, i in elements:
             flat, x = params[t].data.view(-1), floats[t].view(-1)[i]
             here = flat[i].clone()
             flat[i] = _moved(here, steps[t], -1 if here > x else 1)
@@ -111,31 +114,6 @@ def _greedy(model: MixtureSiren, floats, steps, free, loss) -> None:
                 best = trial
             else:
                 flat[i] = here
-
-
-def trim(model: MixtureSiren, steps, free, loss, size, budget: int, batch: int = 8) -> None:
-    """Move free nonzero elements one step towards zero (fewer bits under the coder's zero-mean models),
-    those whose move raises the loss least first, until size(model) <= budget or none is left."""
-    params = model.coded_params()
-    base = loss(model)
-    costs = []
-    with torch.no_grad():
-        for t, (p, step, m) in enumerate(zip(params, steps, free)):
-            flat = p.data.view(-1)
-            for i in m.flatten().nonzero().flatten().tolist():
-                here = flat[i].clone()
-                if abs(here.item()) < step / 2:
-                    continue
-                flat[i] = _moved(here, step, -int(torch.sign(here)))
-                costs.append((loss(model) - base, t, i))
-                flat[i] = here
-        costs.sort()
-        for k in range(0, len(costs), batch):
-            if size(model) <= budget:
-                return
-            for _, t, i in costs[k:k + batch]:
-                flat = params[t].data.view(-1)
-                flat[i] = _moved(flat[i], steps[t], -int(torch.sign(flat[i])))
 
 
 def _moved(value: Tensor, step: float, direction: int) -> Tensor:

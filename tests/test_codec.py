@@ -310,7 +310,7 @@ def test_fine_tuning_keeps_the_steps_and_gains(group, monkeypatch):
     cand = codec._Candidate(res.model, res.best_loss, images, names, sizes, 0)
     alpha = cand.alpha_for_loss(3.0)
     monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
-    tuned = codec._fine_tune(cand, alpha, 60, EncodeConfig(depth=3, width=10, **FAST), len(cand.pack(alpha)))
+    tuned = codec._fine_tune(cand, alpha, 60, EncodeConfig(depth=3, width=10, **FAST))
     assert tuned._g is cand._g and tuned.qat_seconds > 0
     assert tuned.stored_steps(alpha) == cand.stored_steps(alpha)
     for t, step in zip(tuned.tensors, tuned.stored_steps(alpha)):
