@@ -5,8 +5,9 @@ at the widest width predicted to fit; each tensor's quantisation step follows it
 sensitivity, scaled by one number that a bisection pushes to the finest setting within the budget.
 If that setting is far from the intended quantisation loss (or nothing fits) the width is corrected
 from the measured bits per weight and the network refitted once. Each fit is then quantised
-incrementally (a growing share of its weights rounded and frozen, the rest retrained), the result kept
-where it decodes better within the budget, and the best PSNR of these is stored.
+incrementally, one range-coder word under the budget (mixinr.quantise: a growing share of its weights
+rounded and frozen, the rest retrained, the last rounded greedily), the result kept where it decodes
+better within the budget, and the best PSNR of these is stored.
 The PSNR reported for each image is computed from the archive's own bytes through Archive.decode,
 the same path `mixinr decode` takes."""
 
@@ -62,7 +63,8 @@ LOW_LOSS_DB, HIGH_LOSS_DB = 0.25, 1.5
 # Quantisation-aware fine-tuning (docs/codec.md), incremental: once the steps are chosen, the fraction
 # QAT_STAGES[0] of each tensor's elements nearest their grid is rounded and frozen and the rest retrained
 # (DEFAULT_QAT_EPOCHS / len(QAT_STAGES) full-batch epochs, Adam at QAT_LR with one cosine to QAT_LR / 100), then
-# the next fraction, ...; finally every element is rounded. The result is kept only if its archive
+# the next fraction, ...; finally every element is rounded, those the last stage left free greedily
+# (quantise.greedy: +0.05 to +0.27 dB on CIFAR groups, docs/rd.md). The result is kept only if its archive
 # decodes better within the budget. On 14 CIFAR automobiles at 4 bpp (5x24, 1.16 dB lost to rounding)
 # this recovered 1.0 dB where the straight-through fine-tuning it replaced recovered 0.68
 # (docs/rd.md); lr 1e-4 did as well but coded 4 bytes longer.
@@ -71,7 +73,8 @@ QAT_STAGES = (0.5, 0.75, 0.9)
 QAT_LR = 2e-5
 QAT_LBFGS_STEPS = 0  # per stage; 200 gained 0.07 dB on class 1 at 4 bpp (5x24) for 8 s more: off
 # Fine-tuning aims this many bytes (one word of the range coder) under the budget: on four CIFAR groups
-# at 2 and 4 bpp, half the fine-tuned archives came out 3-4 bytes over theirs and were rounded again.
+# at 2 and 4 bpp, half the fine-tuned archives came out 3-4 bytes over theirs and were rounded again at
+# coarser steps, losing 0.15-0.55 dB of what fine-tuning had won.
 QAT_MARGIN_BYTES = 4
 NO_BUDGET_LOSS_DB = 0.05  # precision "auto" without a budget
 MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB

@@ -3,8 +3,9 @@
 Incremental fine-tuning (docs/codec.md): the share `stages[0]` of each tensor's elements nearest their
 grid is rounded and frozen and the rest retrained, then the next share, ...; the elements still free
 after the last stage are then rounded one by one to whichever neighbour on the grid gives the group the
-lower loss (greedy, most ambiguous first), not simply the nearest: on CIFAR groups at 4 bpp rounding
-that last tenth to the nearest cost up to 0.4 dB, and the greedy choice won back 0.06-0.18 (docs/rd.md).
+lower loss (greedy, most ambiguous first), not simply the nearest: on CIFAR groups at 2 and 4 bpp
+rounding that last tenth to the nearest cost up to 0.44 dB, and the greedy choice won back 0.05-0.27
+(docs/rd.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from mixinr.model import MixtureSiren, using_threads
-from mixinr.train import FitConfig, Targets, fit
+from mixinr.train import FitConfig, Targets, fit, resolve_device
 
 MAX_LOSS_PIXELS = 1 << 17  # pixels the greedy choices are judged on (a regular sample beyond)
 MAX_GREEDY = 4096  # free elements rounded greedily (the most ambiguous; the rest stay nearest)
@@ -46,8 +47,8 @@ class GroupLoss:
     """The fit's objective of a model on (a regular sample of at most MAX_LOSS_PIXELS of) the group:
     the images' MSEs, image i's weighted by image_weights[i] (default 1)."""
 
-    def __init__(self, images, image_weights=None):
-        data = Targets(images, torch.device("cpu"))
+    def __init__(self, images, image_weights=None, device=None):
+        data = Targets(images, device or torch.device("cpu"))
         stride = max(1, math.ceil(data.n * data.pixels / MAX_LOSS_PIXELS))
         coords, self.rgb, mask = data.full(0, data.pixels)
         self.coords = coords[::stride] if coords.dim() == 2 else coords[:, ::stride]
@@ -55,7 +56,7 @@ class GroupLoss:
         self.mask = None if mask is None else mask[:, ::stride]
         count = self.rgb.shape[1] if mask is None else self.mask.sum(dim=(1, 2))
         w = torch.ones(data.n) if image_weights is None else torch.as_tensor(image_weights, dtype=torch.float32)
-        self.scale = w / (count * 3) / data.n
+        self.scale = w.to(self.rgb.device) / (count * 3) / data.n
 
     def __call__(self, model: MixtureSiren) -> float:
         with torch.no_grad():
@@ -67,7 +68,8 @@ class GroupLoss:
 
 def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, stages,
               image_weights=None) -> tuple[MixtureSiren, float]:
-    """(a copy of `model` with every coded value on its step's grid, seconds taken); cfg.epochs per stage."""
+    """(a copy of `model` with every coded value on its step's grid, on the CPU; seconds taken). cfg.epochs
+    per stage; the greedy rounding runs on cfg's device, like the fit."""
     start = time.perf_counter()
     frozen = None
     for fraction in stages:
@@ -81,10 +83,10 @@ def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, s
     with torch.no_grad():
         for p, step in zip(params, steps):
             p.copy_(rounded(p, step))
-    loss = GroupLoss(images, image_weights)
+    device = resolve_device(cfg.device)
     with using_threads(cfg.threads):
-        greedy(model, floats, steps, elements, loss)
-    return model, time.perf_counter() - start
+        greedy(model.to(device), floats, steps, elements, GroupLoss(images, image_weights, device))
+    return model.cpu(), time.perf_counter() - start
 
 
 def ambiguous(floats: list[Tensor], steps: list[float], free: list[Tensor]) -> list[tuple[int, int]]:
@@ -106,9 +108,9 @@ def greedy(model: MixtureSiren, floats, steps, elements, loss) -> None:
     best = loss(model)
     with torch.no_grad():
         for t, i in elements:
-            flat, x = params[t].data.view(-1), floats[t].view(-1)[i]
+            flat, x = params[t].data.view(-1), floats[t].view(-1)[i].item()
             here = flat[i].clone()
-            flat[i] = _moved(here, steps[t], -1 if here > x else 1)
+            flat[i] = _moved(here, steps[t], -1 if here.item() > x else 1)
             trial = loss(model)
             if trial < best:
                 best = trial
