@@ -36,7 +36,9 @@ from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 # airplanes (docs/rd.md) lr 2e-3 beat 1e-3 (+0.4 to +0.6 dB at 1 and 4 bpp; 3e-3 and 4e-3 lost). Float fits
 # of 5x24 on CIFAR classes 1 and 2 (docs/rd.md, fifth session): Adam 6000 alone 33.18 / 34.43 dB (72 / 89 s);
 # Adam 3000 + L-BFGS 6000 33.95 / 35.21 (98 / 105 s); Adam 6000 + L-BFGS 3000 33.83 / 35.12 (105 / 127 s).
-# Longer L-BFGS gains in float but makes the weights harder to round (docs/rd.md): share 4 lost 1.5 dB on one group.
+# Longer L-BFGS no longer costs anything after quantisation but gains little: share 4 gave +0.08 / +0.02 dB on
+# classes 1 / 9 at 4 bpp for half again the fitting time (docs/rd.md, sixth session; its loss of 1.5 dB in the
+# fifth session was fine-tuning's re-rounding).
 DEFAULT_EPOCHS = 3000
 DEFAULT_LR = 2e-3
 LBFGS_SHARE = 2.0

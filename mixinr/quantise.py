@@ -30,6 +30,14 @@ def rounded(p: Tensor, step: float) -> Tensor:
     return torch.round(p.detach() / s) * s
 
 
+def round_to_grid(model: MixtureSiren, steps: list[float]) -> MixtureSiren:
+    """`model` with every coded value rounded to its step, in place."""
+    with torch.no_grad():
+        for p, step in zip(model.coded_params(), steps):
+            p.copy_(rounded(p, step))
+    return model
+
+
 def on_grid(model: MixtureSiren, steps: list[float], fraction: float) -> list[tuple[Tensor, Tensor]]:
     """Per coded tensor: a mask of the `fraction` of its elements nearest their grid, and the tensor
     rounded to its step."""
@@ -80,9 +88,7 @@ def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, s
     floats = [p.detach().clone() for p in params]
     free = [~m for m, _ in frozen] if frozen else [torch.ones_like(p, dtype=torch.bool) for p in params]
     elements = ambiguous(floats, steps, free)
-    with torch.no_grad():
-        for p, step in zip(params, steps):
-            p.copy_(rounded(p, step))
+    round_to_grid(model, steps)
     device = resolve_device(cfg.device)
     with using_threads(cfg.threads):
         greedy(model.to(device), floats, steps, elements, GroupLoss(images, image_weights, device))
@@ -96,7 +102,8 @@ def ambiguous(floats: list[Tensor], steps: list[float], free: list[Tensor]) -> l
     for t, (f, step, m) in enumerate(zip(floats, steps, free)):
         x = f.flatten() / step
         gap = ((x - torch.round(x)).abs() - 0.5).abs()
-        order += [(gap[i].item(), t, i) for i in m.flatten().nonzero().flatten().tolist()]
+        idx = m.flatten().nonzero().flatten()
+        order += [(g, t, i) for g, i in zip(gap[idx].tolist(), idx.tolist())]
     order.sort()
     return [(t, i) for _, t, i in order[:MAX_GREEDY]]
 

@@ -25,14 +25,7 @@ def fitted():
     return cand, cand.stored_steps(cand.alpha_for_loss(3.0))
 
 
-def _nearest(model, steps):
-    with torch.no_grad():
-        for p, step in zip(model.coded_params(), steps):
-            p.copy_(quantise.rounded(p, step))
-    return model
-
-
-def _on_grid(model, steps):
+def _every_value_on_grid(model, steps):
     return all(torch.equal(p / step, torch.round(p / step)) for p, step in zip(model.coded_params(), steps))
 
 
@@ -52,13 +45,13 @@ def test_greedy_rounding_only_lowers_the_loss_and_stays_on_the_grid(fitted):
     cand, steps = fitted
     model = cand.model
     floats = [p.detach().clone() for p in model.coded_params()]
-    nearest = _nearest(copy.deepcopy(model), steps)
+    nearest = quantise.round_to_grid(copy.deepcopy(model), steps)
     greedy = copy.deepcopy(nearest)
     free = [torch.rand(p.shape, generator=torch.Generator().manual_seed(i)) < 0.5
             for i, p in enumerate(floats)]
     loss = quantise.GroupLoss(cand.images)
     quantise.greedy(greedy, floats, steps, quantise.ambiguous(floats, steps, free), loss)
-    assert _on_grid(greedy, steps) and loss(greedy) <= loss(nearest)
+    assert _every_value_on_grid(greedy, steps) and loss(greedy) <= loss(nearest)
     moved = 0
     for g, n, m, step in zip(greedy.coded_params(), nearest.coded_params(), free, steps):
         diff = ((g - n) / step).round().detach()
