@@ -56,9 +56,9 @@ COEFF_LR = 30.0
 # Rate control aims for quantisation predicted to cost TARGET_LOSS_DB of PSNR before fine-tuning, which
 # wins most of it back (class 0 at 2 bpp: predicted to lose 3.0 dB, it ended 0.4 under its float PSNR).
 # The first width assumes that point costs EST_BITS_PER_PARAM bits per weight; a refit happens when the
-# first fit lands outside [LOW_LOSS_DB, HIGH_LOSS_DB]. On ten CIFAR classes (docs/rd.md, seventh session)
-# 6.5 bits gave +0.33 dB at 2 bpp over the sixth session's 7.0 bits, 0.6 dB aim and band [0.25, 1.5]
-# (whose refits of the wider fits never won); at 4 bpp the first fits alone moved the mean by +0.05.
+# first fit lands outside [LOW_LOSS_DB, HIGH_LOSS_DB]. On ten CIFAR classes these gave 25.21 / 29.48 /
+# 34.76 dB at 1 / 2 / 4 bpp against 25.12 / 29.15 / 34.66 with 7.0 bits, a 0.6 dB aim and the band
+# [0.25, 1.5], whose refits of wider fits never won (docs/rd.md, seventh session).
 TARGET_LOSS_DB = 2.5
 EST_BITS_PER_PARAM = 6.5
 LOW_LOSS_DB, HIGH_LOSS_DB = 1.0, 4.0
