@@ -38,12 +38,12 @@ from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 # Adam 3000 + L-BFGS 6000 33.95 / 35.21 (98 / 105 s); Adam 6000 + L-BFGS 3000 33.83 / 35.12 (105 / 127 s).
 # Longer L-BFGS no longer costs anything after quantisation but gains little: share 4 gave +0.08 / +0.02 dB on
 # classes 1 / 9 at 4 bpp for half again the fitting time (docs/rd.md, sixth session; its loss of 1.5 dB in the
-# fifth session was fine-tuning's re-rounding). Share 4 with greedy rounding over every element gained +0.05 /
-# +0.09 / +0.07 dB at 1 / 2 / 4 bpp on ten CIFAR classes (docs/rd.md, seventh session): not yet the default,
-# its cost on large images is untimed (greedy rounding takes one forward pass per element).
+# fifth session was fine-tuning's re-rounding). Share 4 with greedy rounding over every element
+# (quantise.fine_tune) gained +0.05 / +0.09 / +0.07 dB at 1 / 2 / 4 bpp on ten CIFAR classes against share 2
+# with greedy rounding of the last free tenth (docs/rd.md, seventh session), for a quarter more encode time.
 DEFAULT_EPOCHS = 3000
 DEFAULT_LR = 2e-3
-LBFGS_SHARE = 2.0
+LBFGS_SHARE = 4.0
 # Depth when --bpp is given without --depth: DEFAULT_DEPTH for small images, LARGE_DEPTH once the images
 # average more than LARGE_PIXELS pixels (measured, not derived: at the same bytes Kodak gained steadily
 # with depth up to 9). On CIFAR-10 (32x32) depth 5 beat 3 and 4, and 6 did not gain

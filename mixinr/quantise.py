@@ -1,11 +1,12 @@
 """Putting a fitted network's weights on the grid of rate control's steps, losing as little as possible.
 
 Incremental fine-tuning (docs/codec.md): the share `stages[0]` of each tensor's elements nearest their
-grid is rounded and frozen and the rest retrained, then the next share, ...; the elements still free
-after the last stage are then rounded one by one to whichever neighbour on the grid gives the group the
-lower loss (greedy, most ambiguous first), not simply the nearest: on CIFAR groups at 2 and 4 bpp
-rounding that last tenth to the nearest cost up to 0.44 dB, and the greedy choice won back 0.05-0.27
-(docs/rd.md).
+grid is rounded and frozen and the rest retrained, then the next share, ...; then every element is
+rounded one by one to whichever neighbour on the grid gives the group the lower loss (greedy, the ones
+the last stage left free and farthest from their grid first), not simply the nearest: on CIFAR groups
+at 2 and 4 bpp rounding the last free tenth to the nearest cost up to 0.44 dB, and the greedy choice won
+back 0.05-0.27 (docs/rd.md, sixth session); reconsidering the frozen elements too gained a little more
+(seventh and eighth sessions).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from mixinr.model import MixtureSiren, using_threads
 from mixinr.train import FitConfig, Targets, fit, resolve_device
 
 MAX_LOSS_PIXELS = 1 << 17  # pixels the greedy choices are judged on (a regular sample beyond)
-MAX_GREEDY = 4096  # free elements rounded greedily (the most ambiguous; the rest stay nearest)
+# Elements rounded greedily, the most ambiguous first (the rest stay nearest): one forward pass each, so a
+# cap for large networks; CIFAR and quarter-size Kodak networks (under 7000 coded values) fit under it.
+MAX_GREEDY = 8192
 
 
 def rounded(p: Tensor, step: float) -> Tensor:
@@ -79,15 +82,11 @@ def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, s
     """(a copy of `model` with every coded value on its step's grid, on the CPU; seconds taken). cfg.epochs
     per stage; the greedy rounding runs on cfg's device, like the fit."""
     start = time.perf_counter()
-    frozen = None
     for fraction in stages:
-        frozen = on_grid(model, steps, fraction)
-        model = fit(images, model.arch, cfg, init=model, frozen=frozen).model
+        model = fit(images, model.arch, cfg, init=model, frozen=on_grid(model, steps, fraction)).model
     model = copy.deepcopy(model)
-    params = model.coded_params()
-    floats = [p.detach().clone() for p in params]
-    free = [~m for m, _ in frozen] if frozen else [torch.ones_like(p, dtype=torch.bool) for p in params]
-    elements = ambiguous(floats, steps, free)
+    floats = [p.detach().clone() for p in model.coded_params()]
+    elements = ambiguous(floats, steps)
     round_to_grid(model, steps)
     device = resolve_device(cfg.device)
     with using_threads(cfg.threads):
@@ -95,15 +94,14 @@ def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, s
     return model.cpu(), time.perf_counter() - start
 
 
-def ambiguous(floats: list[Tensor], steps: list[float], free: list[Tensor]) -> list[tuple[int, int]]:
-    """(tensor, flat index) of the free elements, nearest half a step from their grid first, at most
-    MAX_GREEDY of them (each costs a forward pass of the group)."""
+def ambiguous(floats: list[Tensor], steps: list[float]) -> list[tuple[int, int]]:
+    """(tensor, flat index) of the elements, nearest half a step from their grid first (elements already
+    on it, such as the frozen ones, last), at most MAX_GREEDY of them (each costs a forward pass)."""
     order = []
-    for t, (f, step, m) in enumerate(zip(floats, steps, free)):
+    for t, (f, step) in enumerate(zip(floats, steps)):
         x = f.flatten() / step
         gap = ((x - torch.round(x)).abs() - 0.5).abs()
-        idx = m.flatten().nonzero().flatten()
-        order += [(g, t, i) for g, i in zip(gap[idx].tolist(), idx.tolist())]
+        order += [(g, t, i) for i, g in enumerate(gap.tolist())]
     order.sort()
     return [(t, i) for _, t, i in order[:MAX_GREEDY]]
 

@@ -40,7 +40,7 @@ def test_group_loss_is_the_weighted_mean_of_the_images_mse():
 
 
 def test_greedy_rounding_only_lowers_the_loss_and_stays_on_the_grid(fitted):
-    """From nearest rounding, each free element may move one step to its other neighbour, only where
+    """From nearest rounding, each element it is given may move one step to its other neighbour, only where
     the loss falls: the result is on the grid, no worse than nearest, elements outside the mask untouched."""
     cand, steps = fitted
     model = cand.model
@@ -50,7 +50,8 @@ def test_greedy_rounding_only_lowers_the_loss_and_stays_on_the_grid(fitted):
     free = [torch.rand(p.shape, generator=torch.Generator().manual_seed(i)) < 0.5
             for i, p in enumerate(floats)]
     loss = quantise.GroupLoss(cand.images)
-    quantise.greedy(greedy, floats, steps, quantise.ambiguous(floats, steps, free), loss)
+    elements = [(t, i) for t, i in quantise.ambiguous(floats, steps) if free[t].view(-1)[i]]
+    quantise.greedy(greedy, floats, steps, elements, loss)
     assert _every_value_on_grid(greedy, steps) and loss(greedy) <= loss(nearest)
     moved = 0
     for g, n, m, step in zip(greedy.coded_params(), nearest.coded_params(), free, steps):
@@ -58,6 +59,15 @@ def test_greedy_rounding_only_lowers_the_loss_and_stays_on_the_grid(fitted):
         assert torch.all(diff[~m] == 0) and torch.all(diff.abs() <= 1)
         moved += int(diff.abs().sum())
     assert moved > 0, "a coarse grid leaves some element better on its other side"
+
+
+def test_the_most_ambiguous_elements_come_first_up_to_the_cap(monkeypatch):
+    """Elements nearest half a step from their grid first, those already on it (frozen) last; at most
+    MAX_GREEDY of them."""
+    floats = [torch.tensor([0.0, 0.45, 0.2]), torch.tensor([1.02, -0.5, 3.0])]
+    assert quantise.ambiguous(floats, [1.0, 1.0]) == [(1, 1), (0, 1), (0, 2), (1, 0), (0, 0), (1, 2)]
+    monkeypatch.setattr(quantise, "MAX_GREEDY", 2)
+    assert quantise.ambiguous(floats, [1.0, 1.0]) == [(1, 1), (0, 1)]
 
 
 def test_fine_tuning_aims_one_word_under_the_budget(monkeypatch):
