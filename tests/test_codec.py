@@ -278,7 +278,7 @@ def test_single_image_uses_one_set():
 def test_quantisation_aware_fine_tuning(group, monkeypatch):
     """QAT (on by default) never exceeds the budget, never lowers the PSNR of the archive rate control
     had chosen without it (same seed: the same fits and steps), stays deterministic, records a trial for
-    every fit rate control made (here a refit: two), stores the best of the fits as finished (fine-tuned
+    every fit rate control made (one per fit, however many it needed), stores the best of the fits as finished (fine-tuned
     or not, whichever decoded better), and qat_epochs=0 gives the archive of the plain rate control."""
     images, names = group
     monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
@@ -290,7 +290,7 @@ def test_quantisation_aware_fine_tuning(group, monkeypatch):
     assert not any("qat_epochs" in t for t in plain.trials)
     qat = [t for t in tuned.trials if "qat_epochs" in t]
     fitted = [t for t in tuned.trials if "qat_epochs" not in t]
-    assert len(qat) == len(fitted) == 2 and all(t["qat_epochs"] == 40 and t["bytes"] <= budget for t in qat)
+    assert len(qat) == len(fitted) >= 1 and all(t["qat_epochs"] == 40 and t["bytes"] <= budget for t in qat)
     finished = [max(a["psnr"], b["psnr"]) for a, b in zip(fitted, qat)]
     assert tuned.psnr_mean == pytest.approx(max(finished), abs=1e-12)
     if tuned.data != plain.data:  # fine-tuning was kept: it must have been the better archive

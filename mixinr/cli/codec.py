@@ -28,7 +28,7 @@ def register(sub) -> None:
                    help="auto (default), fp16, or q2..q16 (quantised, entropy coded)")
     p.add_argument("--epochs", type=int, help="Adam's full-batch epochs (default 3000)")
     p.add_argument("--lbfgs-steps", type=int, metavar="S",
-                   help="L-BFGS iterations after the epochs (default: twice the epochs, 6000; 0: off)")
+                   help="L-BFGS iterations after the epochs (default: four times the epochs, 12000; 0: off)")
     p.add_argument("--qat-epochs", type=int, metavar="E",
                    help="epochs of quantisation-aware fine-tuning (incremental, all stages together) after the steps "
                         "are chosen (default 600; 0: off)")
