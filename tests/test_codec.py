@@ -277,9 +277,10 @@ def test_single_image_uses_one_set():
 
 def test_quantisation_aware_fine_tuning(group, monkeypatch):
     """QAT (on by default) never exceeds the budget, never lowers the PSNR of the archive rate control
-    had chosen without it (same seed: the same fits and steps), stays deterministic, records a trial for
-    every fit rate control made (one per fit, however many it needed), stores the best of the fits as finished (fine-tuned
-    or not, whichever decoded better), and qat_epochs=0 gives the archive of the plain rate control."""
+    had chosen without it (same seed: the same fits and steps), stays deterministic, records a QAT trial
+    for every fit rate control made (however many it needed: a regression, the test once assumed a refit),
+    stores the best of the fits as finished (fine-tuned or not, whichever decoded better), and qat_epochs=0
+    gives the archive of the plain rate control."""
     images, names = group
     monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
     budget = int(4.0 * 3 * 144 / 8)
