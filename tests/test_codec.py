@@ -277,12 +277,14 @@ def test_single_image_uses_one_set():
 
 def test_quantisation_aware_fine_tuning(group, monkeypatch):
     """QAT (on by default) never exceeds the budget, never lowers the PSNR of the archive rate control
-    had chosen without it (same seed: the same fits and steps), stays deterministic, records a QAT trial
-    for every fit rate control made (however many it needed: a regression, the test once assumed a refit),
-    stores the best of the fits as finished (fine-tuned or not, whichever decoded better), and qat_epochs=0
-    gives the archive of the plain rate control."""
+    had chosen without it (same seed: the same fits and steps), stays deterministic, records a trial for
+    every fit rate control made (here a refit: two), stores the best of the fits as finished (fine-tuned
+    or not, whichever decoded better), and qat_epochs=0 gives the archive of the plain rate control."""
     images, names = group
     monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
+    # A first width too wide (5x3, predicted to lose 5.7 dB) forces the refit (5x2); left to the
+    # default guess, a better fit once made the refit unneeded and this test failed in CI.
+    monkeypatch.setattr(codec, "EST_BITS_PER_PARAM", 3.0)
     budget = int(4.0 * 3 * 144 / 8)
     plain = encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=0, **FAST))
     tuned = encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=40, **FAST))
@@ -291,7 +293,7 @@ def test_quantisation_aware_fine_tuning(group, monkeypatch):
     assert not any("qat_epochs" in t for t in plain.trials)
     qat = [t for t in tuned.trials if "qat_epochs" in t]
     fitted = [t for t in tuned.trials if "qat_epochs" not in t]
-    assert len(qat) == len(fitted) >= 1 and all(t["qat_epochs"] == 40 and t["bytes"] <= budget for t in qat)
+    assert len(qat) == len(fitted) == 2 and all(t["qat_epochs"] == 40 and t["bytes"] <= budget for t in qat)
     finished = [max(a["psnr"], b["psnr"]) for a, b in zip(fitted, qat)]
     assert tuned.psnr_mean == pytest.approx(max(finished), abs=1e-12)
     if tuned.data != plain.data:  # fine-tuning was kept: it must have been the better archive

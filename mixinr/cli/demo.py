@@ -70,8 +70,9 @@ def run(args) -> int:
         if Path(args.output).exists():
             raise MixinrError(f"{args.output}: already exists (use --force to overwrite)")
     images, names, source = demo_images()
-    result = encode(images, names, EncodeConfig(bpp=args.bpp, epochs=args.epochs, lbfgs_steps=DEMO_LBFGS_SHARE * args.epochs,
-                                                     seed=args.seed, device="cpu"))
+    cfg = EncodeConfig(bpp=args.bpp, epochs=args.epochs, lbfgs_steps=DEMO_LBFGS_SHARE * args.epochs, seed=args.seed,
+                       device="cpu")
+    result = encode(images, names, cfg)
     if args.output:
         atomic_write(args.output, result.data, force=True)
     png = sum(len(png_bytes(im)) for im in images)
