@@ -333,13 +333,18 @@ def test_auto_coefficients_follow_the_budget():
     assert codec.coeff_scheme(EncodeConfig(bpp=0.5, coeffs="per-layer"), 16, pixels) == "per-layer"
 
 
-def test_psnr_objective_encodes_within_budget_and_weights_rate_control(group):
-    """objective="psnr": the archive stays within the budget; the sensitivities rate control then uses
-    weight each image's error (linear in the weights: the per-image parts add up to the unweighted
-    figure, same seeded noise); an unknown objective is a clear error."""
+def test_both_objectives_encode_within_budget_and_psnr_weights_rate_control(group):
+    """Both objectives ("psnr", the default, and the seed's "mse") give archives within the budget that
+    decode to the PSNRs reported; the sensitivities rate control uses under "psnr" weight each image's
+    error (linear in the weights: the per-image parts add up to the unweighted figure, same seeded
+    noise); an unknown objective is a clear error."""
     images, names = group
-    r = encode(images, names, EncodeConfig(bpp=4.0, objective="psnr", **FAST))
-    assert len(r.data) <= int(4.0 * 3 * 144 / 8)
+    assert EncodeConfig().objective == "psnr"
+    for objective in ("psnr", "mse"):
+        r = encode(images, names, EncodeConfig(bpp=4.0, objective=objective, **FAST))
+        assert len(r.data) <= int(4.0 * 3 * 144 / 8)
+        a = Archive.from_bytes(r.data)
+        assert [psnr(a.decode(i), im) for i, im in enumerate(images)] == [im.psnr for im in r.images]
     model = fit(images, Arch(2, 6, sets=2), FitConfig(epochs=30, t0=30, lr=1e-3, coeffs="learned", progress=False)).model
     sizes = [im.shape[:2] for im in images]
     plain = codec.sensitivity(model, sizes)
