@@ -65,8 +65,9 @@ def add_network_flags(p) -> None:
                         "per-layer, learned, linear")
     p.add_argument("--omega", type=float, help="SIREN frequency of every sine layer (default: 15)")
     p.add_argument("--objective", choices=("mse", "psnr"),
-                   help="what fitting minimises: psnr (default: the images' mean PSNR) or mse (every pixel "
-                        "alike, the seed's loss; see docs/rd.md)")
+                   help="what fitting minimises: psnr (default: the images' mean PSNR, spending bits where dB "
+                        "come cheap, so quality varies more between images) or mse (every pixel alike: "
+                        "more even quality, the seed's loss); see docs/rd.md")
 
 
 def network_settings(args) -> dict:

@@ -18,6 +18,9 @@ TILES = 8
 # 17 s on the 2-core machine, eighth session): shorter than encode's fit, a first look in under half a minute.
 DEMO_EPOCHS = 500
 DEMO_LBFGS_SHARE = 2
+# A fit this short keeps the seed's loss: the default mean-PSNR objective needs the long fit (ninth session:
+# 30.85 dB against 31.43, its hardest tile at 21.1 dB against 26.2; with encode's full fit 32.55 against 32.17).
+DEMO_OBJECTIVE = "mse"
 
 
 def register(sub) -> None:
@@ -70,8 +73,8 @@ def run(args) -> int:
         if Path(args.output).exists():
             raise MixinrError(f"{args.output}: already exists (use --force to overwrite)")
     images, names, source = demo_images()
-    cfg = EncodeConfig(bpp=args.bpp, epochs=args.epochs, lbfgs_steps=DEMO_LBFGS_SHARE * args.epochs, seed=args.seed,
-                       device="cpu")
+    cfg = EncodeConfig(bpp=args.bpp, epochs=args.epochs, lbfgs_steps=DEMO_LBFGS_SHARE * args.epochs,
+                       objective=DEMO_OBJECTIVE, seed=args.seed, device="cpu")
     result = encode(images, names, cfg)
     if args.output:
         atomic_write(args.output, result.data, force=True)
