@@ -118,3 +118,18 @@ def test_plot_from_saved_rows(tmp_path, rd):
     out = tmp_path / "rd.png"
     assert rd.main(["--from-json", str(rows), "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spread_picks_the_highest_webp_quality_under_budget():
+    """benchmarks/spread.py: WebP's quality is the highest whose group bytes fit the budget (one more does
+    not fit), and the per-image summary is ordered min <= mean <= max."""
+    spec = importlib.util.spec_from_file_location("spread_bench", ROOT / "benchmarks" / "spread.py")
+    spread = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(spread)
+    from mixinr import baselines
+
+    images = _images(2, size=16)
+    row = spread.webp_at(images, 4.0)
+    assert row["bpp"] <= 4.0 and row["min"] <= row["mean"] <= row["max"]
+    above = [baselines.round_trip(baselines.CODECS["webp"], im, row["quality"] + 1) for im in images]
+    assert sum(c.n_bytes for c in above) * 8 / (2 * 16 * 16) > 4.0
