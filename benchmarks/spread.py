@@ -32,7 +32,8 @@ def stats(method: str, bpp: float, psnrs, **extra) -> dict:
 
 
 def webp_at(images, bpp: float) -> dict:
-    """WebP at one quality for every image: the highest whose total bytes fit the budget."""
+    """WebP at one quality for every image: the highest whose total bytes fit the budget (every quality is
+    tried: WebP's bytes need not grow with quality at every step)."""
     webp = baselines.CODECS["webp"]
     pixels = sum(im.shape[0] * im.shape[1] for im in images)
     best = None
@@ -40,8 +41,11 @@ def webp_at(images, bpp: float) -> dict:
         coded = [baselines.round_trip(webp, im, q) for im in images]
         rate = sum(c.n_bytes for c in coded) * 8 / pixels
         if rate <= bpp:
-            best = stats("webp", rate, [psnr(c.decoded, im) for c, im in zip(coded, images)], quality=q)
-    return best
+            best = q, rate, coded
+    if best is None:
+        raise SystemExit(f"WebP cannot reach {bpp} bpp on this group: even quality 1 is larger")
+    q, rate, coded = best
+    return stats("webp", rate, [psnr(c.decoded, im) for c, im in zip(coded, images)], quality=q)
 
 
 def main() -> None:

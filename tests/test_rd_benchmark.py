@@ -13,13 +13,18 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def rd():
-    spec = importlib.util.spec_from_file_location("rd_bench", ROOT / "benchmarks" / "rd.py")
+def _bench(name: str):
+    """A script of benchmarks/ loaded as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["rd_bench"] = mod
+    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def rd():
+    return _bench("rd")
 
 
 def _images(n, size=8, seed=0):
@@ -123,9 +128,7 @@ def test_plot_from_saved_rows(tmp_path, rd):
 def test_spread_picks_the_highest_webp_quality_under_budget():
     """benchmarks/spread.py: WebP's quality is the highest whose group bytes fit the budget (one more does
     not fit), and the per-image summary is ordered min <= mean <= max."""
-    spec = importlib.util.spec_from_file_location("spread_bench", ROOT / "benchmarks" / "spread.py")
-    spread = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(spread)
+    spread = _bench("spread")
     from mixinr import baselines
 
     images = _images(2, size=16)
@@ -133,3 +136,5 @@ def test_spread_picks_the_highest_webp_quality_under_budget():
     assert row["bpp"] <= 4.0 and row["min"] <= row["mean"] <= row["max"]
     above = [baselines.round_trip(baselines.CODECS["webp"], im, row["quality"] + 1) for im in images]
     assert sum(c.n_bytes for c in above) * 8 / (2 * 16 * 16) > 4.0
+    with pytest.raises(SystemExit, match="cannot reach"):
+        spread.webp_at(images, 0.01)
