@@ -37,15 +37,20 @@ MAX_COEFF = 1e4
 
 FLAG_LEARNED = 1
 FLAG_QUANTISED = 2
-FLAG_OMEGA = 4  # omegas stored (else both are 30)
+FLAG_OMEGA = 4  # omegas stored (else both are IMPLICIT_OMEGA)
 FLAG_MIXED_SIZES = 8
 FLAG_PER_LAYER = 16  # learned coefficients, one (N, K) matrix per layer
 FLAG_COEFFS_CODED = 32  # learned coefficients quantised as the weights stream's last tensor
 KNOWN_FLAGS = FLAG_LEARNED | FLAG_QUANTISED | FLAG_OMEGA | FLAG_MIXED_SIZES | FLAG_PER_LAYER | FLAG_COEFFS_CODED
+# Coefficient schemes: linear, the seed's fixed chain (not stored); learned, one row of K per image;
+# per-layer, one row per image and layer (each layer mixes the sets its own way; docs/rd.md).
 SCHEMES = ("linear", "learned", "per-layer")
 
 FAMILIES = ("laplace", "gaussian")
-DEFAULT_OMEGA = 30.0
+IMPLICIT_OMEGA = 30.0  # the seed's omega: what an archive without FLAG_OMEGA means (not the encoder's default)
+# constriction's range coder gives every symbol a probability of at least 2^-24, so no value costs more than 3
+# bytes; 4 per value plus 16 for the last words bounds any stream this network can have produced.
+STREAM_BYTES_PER_VALUE, STREAM_SLACK_BYTES = 4, 16
 FIXED_BYTES = len(MAGIC) + 1 + 4  # magic, version, checksum
 
 
@@ -90,10 +95,9 @@ class Header:
     def tensor_shapes(self) -> list[tuple[int, ...]]:
         """Shapes in file order: layer 0 weights (K, out, in), layer 0 biases (K, out), layer 1 ...,
         then the coefficients when they are coded in the stream."""
-        w, k = self.width, self.sets
-        layers = [(w, 2)] + [(w, w)] * (self.depth - 1) + [(3, w)]
+        k = self.sets
         shapes: list[tuple[int, ...]] = []
-        for o, i in layers:
+        for o, i in layer_shapes(self.depth, self.width):
             shapes += [(k, o, i), (k, o)]
         if self.coeffs_coded:
             shapes.append(self.coeff_shape())
@@ -116,8 +120,14 @@ def coeff_shape(scheme: str, depth: int, n: int, sets: int) -> tuple[int, ...] |
     return {"linear": None, "learned": (n, sets), "per-layer": (depth + 1, n, sets)}[scheme]
 
 
+def layer_shapes(depth: int, width: int) -> list[tuple[int, int]]:
+    """(out, in) of every layer's weight matrix, first to last: (row, col) in, RGB out."""
+    return [(width, 2)] + [(width, width)] * (depth - 1) + [(3, width)]
+
+
 def params_for(depth: int, width: int, sets: int) -> int:
-    """K x params per set, computed without building a list (safe on unchecked values)."""
+    """K x params per set, the sum over layer_shapes of out x in + out, in closed form so that it is safe
+    on unchecked values (no list built): P = 3W + (L-1)(W^2 + W) + 3W + 3."""
     per_set = 3 * width + (depth - 1) * (width * width + width) + 3 * width + 3
     return sets * per_set
 
@@ -172,7 +182,7 @@ def encode_header(h: Header) -> bytes:
         flags |= FLAG_COEFFS_CODED
     if h.precision != "fp16":
         flags |= FLAG_QUANTISED
-    custom_omega = (h.omega_first, h.omega) != (DEFAULT_OMEGA, DEFAULT_OMEGA)
+    custom_omega = (h.omega_first, h.omega) != (IMPLICIT_OMEGA, IMPLICIT_OMEGA)
     if custom_omega:
         flags |= FLAG_OMEGA
     mixed = len(set(h.sizes)) > 1
@@ -332,7 +342,7 @@ def read(data: bytes, source: str = "archive") -> Parsed:
     # Each image needs at least 3 bytes of names: reject counts the file cannot hold before allocating.
     if 3 * n > end - r.pos:
         r.fail(f"header claims {n} images but the file is too short")
-    omega_first = omega = DEFAULT_OMEGA
+    omega_first = omega = IMPLICIT_OMEGA
     if flags & FLAG_OMEGA:
         omega_first, omega = struct.unpack("<ff", r.take(8))
         for o in (omega_first, omega):
@@ -399,7 +409,7 @@ def read(data: bytes, source: str = "archive") -> Parsed:
     if precision == "fp16":
         if len(weights) != 2 * params:
             r.fail(f"weights section is {len(weights)} bytes, expected {2 * params} (truncated or corrupt)")
-    elif len(weights) > 4 * params + 16:
+    elif len(weights) > STREAM_BYTES_PER_VALUE * params + STREAM_SLACK_BYTES:
         r.fail("weights section larger than the network can need")
     sections["weights"] = len(weights)
     sections["checksum"] = 4

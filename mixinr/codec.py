@@ -31,92 +31,122 @@ from mixinr.model import (COEFF_SCHEMES, Arch, MixtureSiren, grid, image_layers,
                           render, to_uint8)
 from mixinr.train import OBJECTIVES, FitConfig, fit, psnr_weights
 
-# Default schedule: Adam with one cosine decay from LR to LR/100 over DEFAULT_EPOCHS full-batch epochs,
-# then LBFGS_SHARE x epochs iterations of L-BFGS from the kept weights (train.Fitter.polish). On 16 CIFAR
-# airplanes (docs/rd.md) lr 2e-3 beat 1e-3 (+0.4 to +0.6 dB at 1 and 4 bpp; 3e-3 and 4e-3 lost). Float fits
-# of 5x24 on CIFAR classes 1 and 2 (docs/rd.md, fifth session): Adam 6000 alone 33.18 / 34.43 dB (72 / 89 s);
-# Adam 3000 + L-BFGS 6000 33.95 / 35.21 (98 / 105 s); Adam 6000 + L-BFGS 3000 33.83 / 35.12 (105 / 127 s).
-# Longer L-BFGS no longer costs anything after quantisation but gains little: share 4 gave +0.08 / +0.02 dB on
-# classes 1 / 9 at 4 bpp for half again the fitting time (docs/rd.md, sixth session; its loss of 1.5 dB in the
-# fifth session was fine-tuning's re-rounding). Share 4 with greedy rounding over every element
-# (quantise.fine_tune) gained +0.05 / +0.09 / +0.07 dB at 1 / 2 / 4 bpp on ten CIFAR classes against share 2
-# with greedy rounding of the last free tenth (docs/rd.md, seventh session), for a quarter more encode time.
-DEFAULT_EPOCHS = 3000
-DEFAULT_LR = 2e-3
-LBFGS_SHARE = 4.0
-# Depth when --bpp is given without --depth: DEFAULT_DEPTH for small images, LARGE_DEPTH once the images
-# average more than LARGE_PIXELS pixels (measured, not derived: at the same bytes Kodak gained steadily
-# with depth up to 9). On CIFAR-10 (32x32) depth 5 beat 3 and 4, and 6 did not gain
-# (docs/rd.md); on Kodak at 128x192, 0.5 bpp, depths 5 / 6 / 7 / 9 / 11 / 13 gave 27.07 / 27.43 / 27.48 /
-# 27.68 / 27.48 / 27.07 dB. Between the two sizes the step is a guess.
-DEFAULT_DEPTH = 5
-LARGE_DEPTH = 9
-LARGE_PIXELS = 64 * 64
-# The learned coefficients train at COEFF_LR x the weights' lr (train.FitConfig.coeff_lr): on 16 CIFAR
-# images at 5x24, float fit after 6000 epochs, 10x gave +0.3 dB, 30x +0.5 to +0.6, 100x diverged (docs/rd.md).
-COEFF_LR = 30.0
-# Rate control aims for quantisation predicted to cost TARGET_LOSS_DB of PSNR before fine-tuning, which
-# wins most of it back (class 0 at 2 bpp: predicted to lose 3.0 dB, it ended 0.4 under its float PSNR).
-# The first width assumes that point costs EST_BITS_PER_PARAM bits per weight; a refit happens when the
-# first fit lands outside [LOW_LOSS_DB, HIGH_LOSS_DB]. On ten CIFAR classes these gave 25.21 / 29.48 /
-# 34.76 dB at 1 / 2 / 4 bpp against 25.12 / 29.15 / 34.66 with 7.0 bits, a 0.6 dB aim and the band
-# [0.25, 1.5], whose refits of wider fits never won (docs/rd.md, seventh session).
-TARGET_LOSS_DB = 2.5
-EST_BITS_PER_PARAM = 6.5
-LOW_LOSS_DB, HIGH_LOSS_DB = 1.0, 4.0
-# Quantisation-aware fine-tuning (docs/codec.md), incremental: once the steps are chosen, the fraction
-# QAT_STAGES[0] of each tensor's elements nearest their grid is rounded and frozen and the rest retrained
-# (DEFAULT_QAT_EPOCHS / len(QAT_STAGES) full-batch epochs, Adam at QAT_LR with one cosine to QAT_LR / 100), then
-# the next fraction, ...; finally every element is rounded, those the last stage left free greedily
-# (quantise.greedy: +0.05 to +0.27 dB on CIFAR groups, docs/rd.md). The result is kept only if its archive
-# decodes better within the budget. On 14 CIFAR automobiles at 4 bpp (5x24, 1.16 dB lost to rounding)
-# this recovered 1.0 dB where the straight-through fine-tuning it replaced recovered 0.68
-# (docs/rd.md); lr 1e-4 did as well but coded 4 bytes longer.
-DEFAULT_QAT_EPOCHS = 600
-QAT_STAGES = (0.5, 0.75, 0.9)
-QAT_LR = 2e-5
-QAT_LBFGS_STEPS = 0  # per stage; 200 gained 0.07 dB on class 1 at 4 bpp (5x24) for 8 s more: off
-# Fine-tuning aims this many bytes (one word of the range coder) under the budget: on four CIFAR groups
-# at 2 and 4 bpp, half the fine-tuned archives came out 3-4 bytes over theirs and were rounded again at
-# coarser steps, losing 0.15-0.55 dB of what fine-tuning had won.
-QAT_MARGIN_BYTES = 4
-NO_BUDGET_LOSS_DB = 0.05  # precision "auto" without a budget
+# Every setting below is a measured default; the measurements behind each are in docs/rd.md (the study
+# per session) and docs/codec.md (rate control and fine-tuning). A preset is a value of these classes.
+
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """How each fit runs: Adam with one cosine from lr to lr / 100 over `epochs` full-batch epochs, then
+    lbfgs_share x epochs L-BFGS iterations from the kept weights (train.Fitter.polish)."""
+
+    epochs: int = 3000
+    lr: float = 2e-3  # beat 1e-3 by 0.4-0.6 dB on CIFAR airplanes; 3e-3 and 4e-3 lost (docs/rd.md)
+    lbfgs_share: float = 4.0  # against 2: +0.05 to +0.09 dB at 1 / 2 / 4 bpp on ten classes (seventh session)
+    coeff_lr: float = 30.0  # learned coefficients' lr as a multiple of lr: 10x +0.3 dB, 30x +0.5, 100x diverged
+
+
+@dataclass(frozen=True)
+class NetworkRules:
+    """Network choices made from the group when the caller leaves them open (docs/codec.md, docs/rd.md)."""
+
+    small_depth: int = 5  # depth when the images average at most large_pixels: on CIFAR-10 5 beat 3, 4 and 6
+    large_depth: int = 9  # above: Kodak 128x192 at 0.5 bpp peaked at depth 9 (27.68 dB; 11 and 13 fell back)
+    large_pixels: int = 64 * 64  # between CIFAR and quarter Kodak the step is a guess
+    coeff_bits: int = 12  # what rate control's steps gave learned coefficients on the airplanes (11-13)
+    per_layer_max_share: float = 0.25  # "auto" coefficients: per layer unless predicted above this share of the budget
+
+
+@dataclass(frozen=True)
+class RateControl:
+    """Where rate control aims (docs/codec.md, "Rate control"; seventh session in docs/rd.md)."""
+
+    target_loss_db: float = 2.5  # predicted quantisation loss aimed at; fine-tuning wins most of it back
+    est_bits_per_param: float = 6.5  # first width's guess: 2 bpp archives spent 6.64-6.66 bits per value
+    low_loss_db: float = 1.0  # refit once when the first fit's predicted loss lies outside [low, high]
+    high_loss_db: float = 4.0
+    no_budget_loss_db: float = 0.05  # precision "auto" without a budget
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """Incremental quantisation-aware fine-tuning (mixinr.quantise; docs/codec.md): epochs / len(stages)
+    epochs per stage at lr (one cosine to lr / 100), each stage freezing its share of every tensor."""
+
+    epochs: int = 600  # all stages together; 0 turns fine-tuning off
+    stages: tuple[float, ...] = (0.5, 0.75, 0.9)  # 1.0 of 1.16 dB recovered on 14 automobiles at 4 bpp
+    lr: float = 2e-5  # 1e-4 did as well but coded 4 bytes longer
+    lbfgs_steps: int = 0  # per stage; 200 gained 0.07 dB on class 1 at 4 bpp for 8 s more: off
+    margin_bytes: int = 4  # aim one range-coder word under the budget: else half came out 3-4 bytes over
+
+
+# The encoder's omega: 15 (with lr 2e-3) beat the seed's 30, which the format implies for archives
+# without stored omegas (bitstream.IMPLICIT_OMEGA).
+ENCODER_OMEGA = 15.0
 MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB
 SMALL_FIT_WORK = 1 << 22  # pixels x width below which fitting runs on one thread
-# Defaults chosen by the RD study (docs/rd.md): on 16-image CIFAR-10 groups at 1, 2 and 4 bpp, K=3 with
-# learned coefficients and omega 20 gave +1.1 to +1.9 dB over the seed's K=2, linear, omega 30; then
-# coefficients per layer and omega 15 (with lr 2e-3) another +0.4 to +0.8 dB at 1 and 4 bpp.
-DEFAULT_SETS = 3
-DEFAULT_COEFFS = "auto"
-# "auto" coefficients: per layer unless their predicted cost, COEFF_BITS each (what rate control's
-# steps gave them on the airplanes: 11-13 bits), passes PER_LAYER_MAX_SHARE of the budget; then one
-# learned row per image. At 1 bpp on 16 CIFAR images per-layer takes ~21% and still won by 0.4 dB.
-COEFF_BITS = 12
-PER_LAYER_MAX_SHARE = 0.25
-DEFAULT_OMEGA = 15.0
-# The mean-PSNR objective (the metric itself): with the eighth session's longer L-BFGS it gained on the ten
-# CIFAR-10 classes at every budget (docs/rd.md, ninth session); earlier, shorter fits lost with it at 4 bpp.
-DEFAULT_OBJECTIVE = "psnr"
+
+# Sensitivity (docs/codec.md, "Quantisation"): noise of std = max|w| / NOISE_DIVISOR, far below any step
+# rate control picks, so the MSE grows in its quadratic regime; NOISE_DRAWS seeded draws average it; on
+# groups larger than SENSITIVITY_SIDE^2 pixels a grid of that side samples the same average.
+NOISE_DIVISOR = 300
+NOISE_DRAWS = 2
+SENSITIVITY_SIDE = 64
+# The bisection over alpha: from a quantisation predicted to cost FINEST_LOSS_DB (finer gains nothing
+# measurable) to COARSEST_LOSS_DB (nothing worth storing); BISECTION_STEPS halvings of log alpha leave
+# the final alpha within 1e-6 of the budget's edge in log terms, each step a real pack.
+FINEST_LOSS_DB, COARSEST_LOSS_DB = 0.001, 40.0
+BISECTION_STEPS = 24
+MSE_FLOOR = 1e-10  # a float fit this good (PSNR ~106 dB) is treated as this: predicted losses stay finite
+# Width choice: bits per coded value guessed for fixed precisions (fp16 stores 16; entropy coding saves
+# about ENTROPY_SAVING_BITS over a fixed-length q<b>), and the lowest measured value believed (a nearly
+# empty stream would otherwise ask for an absurd width).
+FP16_BITS = 16.0
+ENTROPY_SAVING_BITS = 0.9
+MIN_MEASURED_BITS = 0.25
+WIDTH_VARINT_SLACK = 2  # bytes: the width's varint in the header may grow from width 1's
 PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
 
 
-@dataclass
+_NESTED = {"schedule": FitSchedule, "rules": NetworkRules, "rate": RateControl, "qat": QatConfig}
+
+
+@dataclass(frozen=True)
 class EncodeConfig:
+    """What encode does. The flat fields are the command line's; None takes the nested settings' value
+    (epochs -> schedule.epochs, ...). Nested settings given as dicts (JSON) become their classes."""
+
     bpp: float | None = None  # hard cap on archive bits / total pixels; None -> explicit depth/width
-    depth: int | None = None
+    depth: int | None = None  # None -> by image size (rules)
     width: int | None = None
-    sets: int = DEFAULT_SETS  # K
-    coeffs: str = DEFAULT_COEFFS  # "auto", "per-layer", "learned" or "linear" (the seed's)
-    omega: float = DEFAULT_OMEGA  # first and hidden layers' omega
-    objective: str = DEFAULT_OBJECTIVE  # what fitting minimises: "mse" (all pixels alike) or "psnr" (mean PSNR)
+    sets: int = 3  # K: 3 with learned coefficients and omega 20 gave +1.1 to +1.9 dB over the seed's 2
+    coeffs: str = "auto"  # "auto" (rules), "per-layer", "learned" or "linear" (the seed's)
+    omega: float = ENCODER_OMEGA  # first and hidden layers' omega
+    objective: str = "psnr"  # "mse" (all pixels alike) or "psnr" (mean PSNR: gained at every budget, ninth session)
     precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
-    epochs: int | None = None  # Adam's epochs; None -> DEFAULT_EPOCHS
-    lr: float | None = None  # Adam's first learning rate (one cosine decay to lr/100); None -> DEFAULT_LR
-    lbfgs_steps: int | None = None  # L-BFGS iterations after Adam; None -> LBFGS_SHARE x epochs, 0 -> off
-    qat_epochs: int | None = None  # quantisation-aware fine-tuning; None -> DEFAULT_QAT_EPOCHS, 0 -> off
+    epochs: int | None = None  # Adam's epochs; None -> schedule.epochs
+    lr: float | None = None  # Adam's first learning rate (one cosine decay to lr/100); None -> schedule.lr
+    lbfgs_steps: int | None = None  # L-BFGS iterations after Adam; None -> schedule.lbfgs_share x epochs, 0 -> off
+    qat_epochs: int | None = None  # quantisation-aware fine-tuning; None -> qat.epochs, 0 -> off
     seed: int = 0
     device: str = "auto"
     progress: bool | None = None
+    schedule: FitSchedule = FitSchedule()
+    rules: NetworkRules = NetworkRules()
+    rate: RateControl = RateControl()
+    qat: QatConfig = QatConfig()
+
+    def __post_init__(self):
+        for name, cls in _NESTED.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                try:
+                    value = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+                except TypeError as e:
+                    raise MixinrError(f"EncodeConfig.{name}: {e}") from None
+                object.__setattr__(self, name, value)
+            elif not isinstance(value, cls):
+                raise MixinrError(f"EncodeConfig.{name} must be a {cls.__name__}, got {type(value).__name__}")
 
 
 @dataclass
@@ -320,26 +350,27 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
 
 
 def coeff_scheme(cfg: EncodeConfig, n_images: int, pixels: int) -> str:
-    """The coefficient scheme "auto" stands for (see PER_LAYER_MAX_SHARE); others unchanged."""
+    """The coefficient scheme "auto" stands for (cfg.rules.per_layer_max_share); others unchanged."""
     if cfg.coeffs != "auto":
         return cfg.coeffs
     if cfg.bpp is None:
         return "per-layer"
-    bits = 16 if cfg.precision == "fp16" else COEFF_BITS
-    depth = cfg.depth or default_depth(pixels / n_images)
+    bits = 16 if cfg.precision == "fp16" else cfg.rules.coeff_bits
+    depth = cfg.depth or default_depth(pixels / n_images, cfg.rules)
     cost = math.prod(bitstream.coeff_shape("per-layer", depth, n_images, cfg.sets)) * bits
-    return "per-layer" if cost <= PER_LAYER_MAX_SHARE * cfg.bpp * pixels else "learned"
+    return "per-layer" if cost <= cfg.rules.per_layer_max_share * cfg.bpp * pixels else "learned"
 
 
-def default_depth(pixels_per_image: float) -> int:
-    """The depth rate control uses when none is given, by the images' mean pixel count (LARGE_PIXELS)."""
-    return LARGE_DEPTH if pixels_per_image > LARGE_PIXELS else DEFAULT_DEPTH
+def default_depth(pixels_per_image: float, rules: NetworkRules = NetworkRules()) -> int:
+    """The depth rate control uses when none is given, by the images' mean pixel count."""
+    return rules.large_depth if pixels_per_image > rules.large_pixels else rules.small_depth
 
 
 def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
-    epochs, lr = cfg.epochs or DEFAULT_EPOCHS, cfg.lr or DEFAULT_LR
-    lbfgs = round(LBFGS_SHARE * epochs) if cfg.lbfgs_steps is None else cfg.lbfgs_steps
-    return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs, coeff_lr=COEFF_LR,
+    sched = cfg.schedule
+    epochs, lr = cfg.epochs or sched.epochs, cfg.lr or sched.lr
+    lbfgs = round(sched.lbfgs_share * epochs) if cfg.lbfgs_steps is None else cfg.lbfgs_steps
+    return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs, coeff_lr=sched.coeff_lr,
                      lbfgs_steps=lbfgs, objective=cfg.objective,
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress, description=description,
                      threads=threads)
@@ -356,13 +387,14 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0, image_weights=None) -
     """Per coded tensor (file order, learned coefficients last): growth of the decoded images' mean
     squared error ([-1, 1] scale; image i's weighted by image_weights[i], default 1) per unit of
     variance of independent noise added to each of its elements, the model of quantisation noise
-    (variance step^2 / 12). Two seeded noise draws, evaluated on the images' own grid when all share
-    one of at most 64x64 pixels, else on a 64x64 grid (a sample of the same average)."""
+    (variance step^2 / 12). NOISE_DRAWS seeded noise draws, evaluated on the images' own grid when all
+    share one of at most SENSITIVITY_SIDE^2 pixels, else on a grid of that side (a sample of the same average)."""
     heights, widths = zip(*sizes)
-    if len(set(sizes)) == 1 and heights[0] * widths[0] <= 4096:
+    side = SENSITIVITY_SIDE
+    if len(set(sizes)) == 1 and heights[0] * widths[0] <= side * side:
         coords = grid(heights[0], widths[0])
     else:
-        coords = grid(min(64, max(heights)), min(64, max(widths)))
+        coords = grid(min(side, max(heights)), min(side, max(widths)))
     m = copy.deepcopy(model).cpu().eval()
     params = m.coded_params()
     gen = torch.Generator().manual_seed(seed)
@@ -372,13 +404,13 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0, image_weights=None) -
         base = m(coords)
         for p in params:
             orig = p.data.clone()
-            std = max(orig.abs().max().item() / 300, 1e-8)
+            std = max(orig.abs().max().item() / NOISE_DIVISOR, 1e-8)  # 1e-8: an all-zero tensor still gets noise
             acc = 0.0
-            for _ in range(2):
+            for _ in range(NOISE_DRAWS):
                 p.data = orig + torch.randn(orig.shape, generator=gen) * std
                 acc += float((m(coords) - base).square().mean(dim=(1, 2)) @ w) / m.n_images
             p.data = orig
-            out.append(max(acc / 2 / std**2, 1e-12))
+            out.append(max(acc / NOISE_DRAWS / std**2, 1e-12))  # 1e-12: no tensor gets an infinite step
     return np.array(out)
 
 
@@ -418,11 +450,11 @@ class _Candidate:
 
     def predicted_loss_db(self, alpha: float) -> float:
         """PSNR the quantisation at `alpha` is predicted to cost against the float network."""
-        return 10 * math.log10(1 + alpha**2 * self.n_weights / 12 / max(self.float_mse, 1e-10))
+        return 10 * math.log10(1 + alpha**2 * self.n_weights / 12 / max(self.float_mse, MSE_FLOOR))
 
     def alpha_for_loss(self, db: float) -> float:
         """The alpha whose predicted PSNR loss (vs the float network) is `db`."""
-        extra = max(self.float_mse, 1e-10) * (10 ** (db / 10) - 1)
+        extra = max(self.float_mse, MSE_FLOOR) * (10 ** (db / 10) - 1)
         return math.sqrt(12 * extra / self.n_weights)
 
     def pack(self, setting) -> bytes:
@@ -446,12 +478,12 @@ class _Candidate:
 
     def finest_under(self, budget: int):
         """The smallest alpha (best quality) whose archive fits `budget` bytes, or None."""
-        lo, hi = math.log(self.alpha_for_loss(0.001)), math.log(self.alpha_for_loss(40.0))
+        lo, hi = math.log(self.alpha_for_loss(FINEST_LOSS_DB)), math.log(self.alpha_for_loss(COARSEST_LOSS_DB))
         if len(self.pack(math.exp(hi))) > budget:
             return None
         if len(self.pack(math.exp(lo))) <= budget:
             return math.exp(lo)
-        for _ in range(24):  # bytes fall as alpha grows: bisect in log alpha
+        for _ in range(BISECTION_STEPS):  # bytes fall as alpha grows: bisect in log alpha
             mid = (lo + hi) / 2
             if len(self.pack(math.exp(mid))) <= budget:
                 hi = mid
@@ -481,7 +513,7 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
     images = [np.ascontiguousarray(im) for im in images]
     sizes = [im.shape[:2] for im in images]
     pixels = sum(h * w for h, w in sizes)
-    cfg = dataclasses.replace(cfg, depth=cfg.depth or default_depth(pixels / len(images)))
+    cfg = dataclasses.replace(cfg, depth=cfg.depth or default_depth(pixels / len(images), cfg.rules))
     cfg = dataclasses.replace(cfg, coeffs=coeff_scheme(cfg, len(images), pixels))
     trials: list[dict] = []
 
@@ -500,7 +532,7 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
                        "bytes": len(cand.pack(setting)), "psnr": p})
         return p
 
-    qat_epochs = DEFAULT_QAT_EPOCHS if cfg.qat_epochs is None else cfg.qat_epochs
+    qat_epochs = cfg.qat.epochs if cfg.qat_epochs is None else cfg.qat_epochs
 
     def finished(cand: _Candidate, setting):
         """(candidate, setting) after incremental quantisation where that decodes better within the budget
@@ -509,10 +541,10 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
         if not qat_epochs or isinstance(setting, str):
             return cand, setting
         budget = math.floor(cfg.bpp * pixels / 8) if cfg.bpp else len(cand.pack(setting))
-        # Retraining and the greedy rounding move the coded size by a few bytes: aim QAT_MARGIN_BYTES under
+        # Retraining and the greedy rounding move the coded size by a few bytes: aim cfg.qat.margin_bytes under
         # the budget so the result fits at the steps it was tuned to. Else the finest steps that fit, which
         # round every weight again and lose most of what fine-tuning won (docs/codec.md).
-        aim = cand.finest_under(budget - QAT_MARGIN_BYTES) or setting
+        aim = cand.finest_under(budget - cfg.qat.margin_bytes) or setting
         tuned = _fine_tune(cand, aim, qat_epochs, cfg)
         requantised = len(tuned.pack(aim)) > budget
         tuned_setting = tuned.finest_under(budget) if requantised else aim
@@ -524,7 +556,7 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
 
     if cfg.bpp is None:
         cand = fitted(cfg.depth, cfg.width)
-        setting = cfg.precision if cfg.precision != "auto" else cand.alpha_for_loss(NO_BUDGET_LOSS_DB)
+        setting = cfg.precision if cfg.precision != "auto" else cand.alpha_for_loss(cfg.rate.no_budget_loss_db)
         cand, setting = finished(cand, setting)
     else:
         setting, cand = _rate_control(names, sizes, cfg, fitted, finished)
@@ -535,16 +567,17 @@ def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> Enc
 
 
 def _fine_tune(cand: _Candidate, alpha: float, epochs: int, cfg: EncodeConfig) -> _Candidate:
-    """A copy of `cand` quantised incrementally to the steps `alpha` gives (quantise.fine_tune, QAT_STAGES),
+    """A copy of `cand` quantised incrementally to the steps `alpha` gives (quantise.fine_tune, cfg.qat.stages),
     its weights on that grid; the copy keeps `cand`'s sensitivities so its alphas name the same steps."""
     arch, sizes = cand.arch, cand.sizes
-    per_stage = max(1, epochs // len(QAT_STAGES))
+    qat = cfg.qat
+    per_stage = max(1, epochs // len(qat.stages))
     threads = fit_threads(sum(h * w for h, w in sizes) * arch.width)
     # The encode's own fit settings, on the fine-tuning's schedule.
     fcfg = dataclasses.replace(fit_config(cfg, f"quantising {arch.depth}x{arch.width}", threads),
-                               epochs=per_stage, lr=QAT_LR, t0=per_stage, eta_min=QAT_LR / 100, coeffs=cand.model.scheme,
-                               lbfgs_steps=QAT_LBFGS_STEPS)
-    model, seconds = quantise.fine_tune(cand.model, cand.images, cand.stored_steps(alpha), fcfg, QAT_STAGES,
+                               epochs=per_stage, lr=qat.lr, t0=per_stage, eta_min=qat.lr / 100, coeffs=cand.model.scheme,
+                               lbfgs_steps=qat.lbfgs_steps)
+    model, seconds = quantise.fine_tune(cand.model, cand.images, cand.stored_steps(alpha), fcfg, qat.stages,
                                         cand.image_weights)
     tuned = _Candidate(model, cand.float_mse, cand.images, cand.names, cand.sizes, cand.seed, g=cand._g,
                        image_weights=cand.image_weights)
@@ -561,11 +594,11 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, finished):
     quantised = cfg.precision != "fp16"
     overhead = _overhead(Arch(depth, 1, cfg.sets, omega=cfg.omega, omega_first=cfg.omega), names, sizes, cfg.coeffs, quantised)
     # The smallest network's weights at the fewest bits: ~1 bit per parameter at best.
-    min_bytes = overhead + math.ceil(bitstream.params_for(depth, 1, cfg.sets) * (1 if quantised else 16) / 8)
+    min_bytes = overhead + math.ceil(bitstream.params_for(depth, 1, cfg.sets) * (1 if quantised else FP16_BITS) / 8)
     if min_bytes > budget:
         raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes for {total_px} pixels, "
                           f"even a {depth}x1 network needs about {min_bytes}")
-    overhead += 2  # the width's varint may grow
+    overhead += WIDTH_VARINT_SLACK
 
     def best_setting(cand):
         if cfg.precision == "auto":
@@ -574,11 +607,11 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, finished):
 
     def bits_per_param(cand) -> float:
         """Measured bits per weight at the operating point rate control aims for."""
-        setting = cand.alpha_for_loss(TARGET_LOSS_DB) if cfg.precision == "auto" else cfg.precision
-        return max((len(cand.pack(setting)) - overhead) * 8 / cand.n_weights, 0.25)
+        setting = cand.alpha_for_loss(cfg.rate.target_loss_db) if cfg.precision == "auto" else cfg.precision
+        return max((len(cand.pack(setting)) - overhead) * 8 / cand.n_weights, MIN_MEASURED_BITS)
 
-    est = 16.0 if cfg.precision == "fp16" else (
-        EST_BITS_PER_PARAM if cfg.precision == "auto" else max(1.0, _bits(cfg.precision) - 0.9))
+    est = FP16_BITS if cfg.precision == "fp16" else (
+        cfg.rate.est_bits_per_param if cfg.precision == "auto" else max(1.0, _bits(cfg.precision) - ENTROPY_SAVING_BITS))
     # Quantised learned coefficients are coded with the weights: they take room like weights do.
     shape = bitstream.coeff_shape(cfg.coeffs, depth, len(names), cfg.sets)
     coded = math.prod(shape) if quantised and shape else 0
@@ -591,7 +624,7 @@ def _rate_control(names, sizes, cfg: EncodeConfig, fitted, finished):
         if cfg.width:
             break
         loss = None if setting is None or isinstance(setting, str) else cand.predicted_loss_db(setting)
-        if setting is not None and (loss is None or LOW_LOSS_DB <= loss <= HIGH_LOSS_DB or len(tried) > 1):
+        if setting is not None and (loss is None or cfg.rate.low_loss_db <= loss <= cfg.rate.high_loss_db or len(tried) > 1):
             break
         # Quantisation far from the intended operating point (or nothing fits): one refit at the width
         # the measured bits per weight says fits the budget there.

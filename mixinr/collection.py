@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,18 +250,6 @@ def detail_score(path) -> float:
 # The task (runs wherever the executor puts it)
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def encode_group(task: GroupTask) -> dict:
     """Encode one group into its archive and return its summary.
 
@@ -318,7 +306,9 @@ def _valid_archive(path: Path, names) -> bytes | None:
 
 def _call(fn: Callable[[GroupTask], dict], task: GroupTask) -> dict:
     """The function every executor runs: `fn(task)` with the task's torch thread count."""
-    with _torch_threads(task.threads):
+    from mixinr.model import using_threads
+
+    with using_threads(task.threads):
         return fn(task)
 
 
@@ -492,7 +482,13 @@ def _run_ray(ray, tasks, fn, cfg: CollectionConfig, on_done):
 
 def settings_of(cfg: CollectionConfig) -> dict:
     """What decides the archives' contents; a rerun into the same folder must use the same."""
-    enc = {k: v for k, v in asdict(cfg.encode).items() if k not in _RUNTIME_FIELDS}
+    # The nested settings (schedule, rate control, ...) only where they differ from their defaults, so
+    # manifests of runs with the defaults stay as they were; JSON's view, as a rerun reads it back.
+    defaults = type(cfg.encode)()
+    enc = {f.name: getattr(cfg.encode, f.name) for f in fields(cfg.encode) if f.name not in _RUNTIME_FIELDS}
+    enc = {k: asdict(v) if is_dataclass(v) else v for k, v in enc.items()
+           if not (is_dataclass(v) and v == getattr(defaults, k))}
+    enc = json.loads(json.dumps(enc))
     return {"grouping": cfg.grouping, "group_size": cfg.group_size, "encode": enc}
 
 
@@ -530,11 +526,12 @@ def build_manifest(groups: list[Group], results: dict[int, dict], settings: dict
     }
 
 
-def read_manifest(path) -> dict:
-    """A manifest file, checked for its format marker; MixinrError naming the file otherwise."""
+def read_manifest(path, text: bytes | None = None) -> dict:
+    """A manifest file (or its bytes already read, `text`), checked for its format marker and version;
+    MixinrError naming the file otherwise. The one reader: `mixinr decode` uses it too."""
     path = Path(path)
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_bytes() if text is None else text)
     except FileNotFoundError:
         raise MixinrError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -544,6 +541,22 @@ def read_manifest(path) -> dict:
     if manifest.get("version") != MANIFEST_VERSION:
         raise MixinrError(f"{path}: manifest version {manifest.get('version')} is not supported")
     return manifest
+
+
+def manifest_images(path, manifest: dict) -> list[dict]:
+    """The images a manifest read from `path` lists: [{name, archive (a Path beside it), index}], each
+    entry checked."""
+    path = Path(path)
+    images = manifest.get("images")
+    if not isinstance(images, list):
+        raise MixinrError(f"{path}: manifest has no image list")
+    out = []
+    for e in images:
+        if not (isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("archive"), str)
+                and isinstance(e.get("index"), int) and e["index"] >= 0):
+            raise MixinrError(f"{path}: malformed manifest entry {e!r:.80}")
+        out.append({"name": e["name"], "archive": path.parent / e["archive"], "index": e["index"]})
+    return out
 
 
 def _previous_results(manifest: dict) -> dict[str, dict]:

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-# linear: the seed's fixed chain; learned: one trained row per image; per-layer: one trained row per
-# image and layer (each layer mixes the sets its own way; docs/rd.md measures the gain).
-COEFF_SCHEMES = ("linear", "learned", "per-layer")
+from mixinr.bitstream import IMPLICIT_OMEGA, layer_shapes, params_for
+from mixinr.bitstream import SCHEMES as COEFF_SCHEMES  # the file format's list is the one definition
 
 
 @dataclass(frozen=True)
@@ -35,9 +34,9 @@ class Arch:
 
     depth: int
     width: int
-    sets: int = 2
-    omega: float = 30.0
-    omega_first: float = 30.0
+    sets: int = 2  # the seed's K
+    omega: float = IMPLICIT_OMEGA  # the seed's omega (the encoder's own default is codec.ENCODER_OMEGA)
+    omega_first: float = IMPLICIT_OMEGA
 
     def __post_init__(self):
         if self.depth < 1 or self.width < 1 or self.sets < 1:
@@ -45,12 +44,11 @@ class Arch:
 
     def shapes(self) -> list[tuple[int, int]]:
         """(out, in) of every layer's weight matrix, first to last."""
-        w = self.width
-        return [(w, 2)] + [(w, w)] * (self.depth - 1) + [(3, w)]
+        return layer_shapes(self.depth, self.width)
 
     def params_per_set(self) -> int:
-        """P = 3W + (L-1)(W^2 + W) + 3W + 3, weights and biases of one set."""
-        return sum(o * i + o for o, i in self.shapes())
+        """Weights and biases of one set (bitstream.params_for)."""
+        return params_for(self.depth, self.width, 1)
 
 
 def linear_coefficients(n: int, k: int) -> Tensor:

@@ -87,9 +87,9 @@ def test_info(encoded, capsys):
     code, info = _run_json(["info", str(out)])
     assert code == 0
     # The codec's defaults (docs/rd.md) are what the archive says it holds.
-    assert info["version"] == 1 and info["sets"] == codec.DEFAULT_SETS and info["images_count"] == 3
+    assert info["version"] == 1 and info["sets"] == codec.EncodeConfig().sets and info["images_count"] == 3
     assert info["arch"]["width"] == report["width"] and info["coeffs"] == report["coeffs"] == "per-layer"
-    assert info["arch"]["omega"] == info["arch"]["omega_first"] == codec.DEFAULT_OMEGA
+    assert info["arch"]["omega"] == info["arch"]["omega_first"] == codec.EncodeConfig().omega
     assert info["precision"] == report["precision"]
     assert sum(info["sections"].values()) == out.stat().st_size
     assert [(i["name"], i["height"], i["width"]) for i in info["images"]] == [(f"{c}.png", 12, 12) for c in "abc"]

@@ -124,9 +124,11 @@ def test_rate_control_fp16_and_fixed_width(group):
 def test_depth_follows_the_image_size(group):
     """Without --depth, small images get DEFAULT_DEPTH and images averaging over LARGE_PIXELS get
     LARGE_DEPTH (a 12x12 group at depth 5, one 72x72 image at depth 9); a given depth is kept."""
-    assert codec.default_depth(32 * 32) == codec.DEFAULT_DEPTH == 5
-    assert codec.default_depth(128 * 192) == codec.LARGE_DEPTH == 9
-    assert codec.default_depth((64 * 64 + 65 * 65) / 2) == codec.LARGE_DEPTH
+    rules = codec.NetworkRules()
+    assert codec.default_depth(32 * 32) == rules.small_depth == 5
+    assert codec.default_depth(128 * 192) == rules.large_depth == 9
+    assert codec.default_depth((64 * 64 + 65 * 65) / 2) == rules.large_depth
+    assert codec.default_depth(32 * 32, codec.NetworkRules(small_depth=4)) == 4
     images, names = group
     assert encode(images, names, EncodeConfig(bpp=8.0, **FAST)).arch.depth == 5
     big = encode([smooth_image(72, 72, 0)], ["big.png"], EncodeConfig(bpp=1.0, epochs=5, qat_epochs=0, progress=False))
@@ -258,12 +260,11 @@ def test_fuzz_archive_decoding(flips, cut, fix_crc):
         pass
 
 
-def test_refit_when_first_width_is_off(group, monkeypatch):
+def test_refit_when_first_width_is_off(group):
     """A first width far too wide for the budget (a wrong bits-per-weight guess) is corrected by a
     narrower refit, and the result still fits the budget."""
     images, names = group
-    monkeypatch.setattr(codec, "EST_BITS_PER_PARAM", 0.5)
-    r = encode(images, names, EncodeConfig(bpp=4.0, **FAST))
+    r = encode(images, names, EncodeConfig(bpp=4.0, rate=codec.RateControl(est_bits_per_param=0.5), **FAST))
     assert r.bpp <= 4.0
     first = codec._width_for(int(4.0 * 3 * 144 / 8), 5, 2, 0, 0.5)
     assert r.arch.width < first
@@ -275,19 +276,19 @@ def test_single_image_uses_one_set():
     assert r.arch.sets == 1 and Archive.from_bytes(r.data).arch.sets == 1 and r.bpp <= 8.0
 
 
-def test_quantisation_aware_fine_tuning(group, monkeypatch):
+def test_quantisation_aware_fine_tuning(group):
     """QAT (on by default) never exceeds the budget, never lowers the PSNR of the archive rate control
     had chosen without it (same seed: the same fits and steps), stays deterministic, records a trial for
     every fit rate control made (here a refit: two), stores the best of the fits as finished (fine-tuned
     or not, whichever decoded better), and qat_epochs=0 gives the archive of the plain rate control."""
     images, names = group
-    monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
     # A first width too wide (5x3, predicted to lose 5.7 dB) forces the refit (5x2); left to the
-    # default guess, a better fit once made the refit unneeded and this test failed in CI.
-    monkeypatch.setattr(codec, "EST_BITS_PER_PARAM", 3.0)
+    # default guess, a better fit once made the refit unneeded and this test failed in CI. QAT's lr
+    # 1e-3: a tiny fit, few epochs, a visible step.
+    fast = dict(rate=codec.RateControl(est_bits_per_param=3.0), qat=codec.QatConfig(lr=1e-3), **FAST)
     budget = int(4.0 * 3 * 144 / 8)
-    plain = encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=0, **FAST))
-    tuned = encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=40, **FAST))
+    plain = encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=0, **fast))
+    tuned = encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=40, **fast))
     assert len(tuned.data) <= budget and len(plain.data) <= budget
     assert tuned.psnr_mean >= plain.psnr_mean
     assert not any("qat_epochs" in t for t in plain.trials)
@@ -298,12 +299,12 @@ def test_quantisation_aware_fine_tuning(group, monkeypatch):
     assert tuned.psnr_mean == pytest.approx(max(finished), abs=1e-12)
     if tuned.data != plain.data:  # fine-tuning was kept: it must have been the better archive
         assert tuned.psnr_mean in [t["psnr"] for t in qat] and tuned.psnr_mean > plain.psnr_mean
-    assert encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=40, **FAST)).data == tuned.data
+    assert encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=40, **fast)).data == tuned.data
     with pytest.raises(MixinrError, match="qat-epochs"):
-        encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=-1, **FAST))
+        encode(images, names, EncodeConfig(bpp=4.0, qat_epochs=-1, **fast))
 
 
-def test_fine_tuning_keeps_the_steps_and_gains(group, monkeypatch):
+def test_fine_tuning_keeps_the_steps_and_gains(group):
     """The incrementally quantised candidate keeps its parent's sensitivities (an alpha names the same
     steps), its every coded value lies on that alpha's grid, and on a coarse quantisation it decodes
     better than its parent rounded to the same steps, for about the same bytes."""
@@ -312,8 +313,8 @@ def test_fine_tuning_keeps_the_steps_and_gains(group, monkeypatch):
     res = fit(images, Arch(3, 10), FitConfig(epochs=150, t0=150, lr=1e-3, progress=False))
     cand = codec._Candidate(res.model, res.best_loss, images, names, sizes, 0)
     alpha = cand.alpha_for_loss(3.0)
-    monkeypatch.setattr(codec, "QAT_LR", 1e-3)  # tiny fit, few epochs: a visible step
-    tuned = codec._fine_tune(cand, alpha, 60, EncodeConfig(depth=3, width=10, **FAST))
+    qat = codec.QatConfig(lr=1e-3)  # tiny fit, few epochs: a visible step
+    tuned = codec._fine_tune(cand, alpha, 60, EncodeConfig(depth=3, width=10, qat=qat, **FAST))
     assert tuned._g is cand._g and tuned.qat_seconds > 0
     assert tuned.stored_steps(alpha) == cand.stored_steps(alpha)
     for t, step in zip(tuned.tensors, tuned.stored_steps(alpha)):

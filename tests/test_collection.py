@@ -417,3 +417,17 @@ def test_cli_errors_are_one_line(case, message, tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and err.startswith("mixinr: error: ")
     assert re.search(message, err)
     assert not (tmp_path / "out").exists()
+
+
+def test_manifest_names_nested_encoder_settings_only_when_not_default():
+    """A manifest's settings name a nested encoder setting (rate control, fine-tuning, ...) only when it
+    differs from its default (so manifests of default runs read as before), in the form a rerun reads
+    back from JSON, so the rerun's comparison of settings holds."""
+    from mixinr.codec import QatConfig
+    from mixinr.collection import CollectionConfig, settings_of
+
+    plain = settings_of(CollectionConfig(group_size=4, encode=EncodeConfig()))
+    assert not {"schedule", "rules", "rate", "qat"} & set(plain["encode"])
+    tuned = settings_of(CollectionConfig(group_size=4, encode=EncodeConfig(qat=QatConfig(stages=(0.5,)))))
+    assert tuned["encode"]["qat"]["stages"] == [0.5] and json.loads(json.dumps(tuned)) == tuned
+    assert EncodeConfig(**tuned["encode"]).qat == QatConfig(stages=(0.5,))

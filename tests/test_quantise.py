@@ -73,7 +73,7 @@ def test_the_most_ambiguous_elements_come_first_up_to_the_cap(monkeypatch):
 def test_fine_tuning_aims_one_word_under_the_budget(monkeypatch):
     """Regression: fine-tuning at the steps that fill the budget to the byte came out a few bytes over
     (retraining moves weights) in half the CIFAR encodes, and was then rounded again at coarser steps,
-    losing most of its gain (31.57 -> 31.02 dB on one group). Fine-tuning now aims QAT_MARGIN_BYTES under
+    losing most of its gain (31.57 -> 31.02 dB on one group). Fine-tuning now aims QatConfig.margin_bytes under
     the budget, and every trial records whether it still had to be rounded again."""
     images = [smooth_image(12, 12, s) for s in range(3)]
     names = ["a.png", "b.png", "c.png"]
@@ -86,6 +86,6 @@ def test_fine_tuning_aims_one_word_under_the_budget(monkeypatch):
 
     monkeypatch.setattr(codec, "_fine_tune", spy)
     res = codec.encode(images, names, EncodeConfig(bpp=4.0, epochs=60, qat_epochs=30, progress=False))
-    assert aims and all(n <= budget - codec.QAT_MARGIN_BYTES for n in aims)
+    assert aims and all(n <= budget - codec.QatConfig().margin_bytes for n in aims)
     qat = [t for t in res.trials if "qat_epochs" in t]
     assert len(qat) == len(aims) and all(isinstance(t["requantised"], bool) and t["bytes"] <= budget for t in qat)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -10,9 +9,6 @@ from pathlib import Path
 from mixinr.bitstream import SCHEMES
 from mixinr.cli import add_json_flag, emit
 from mixinr.errors import MixinrError
-
-MANIFEST_FORMAT = "mixinr-manifest"
-
 
 def register(sub) -> None:
     p = sub.add_parser("encode", help="compress images into one .mixinr archive",
@@ -168,28 +164,6 @@ def _target_size(args, original: tuple[int, int]) -> tuple[int, int] | None:
     return None
 
 
-def _load_manifest(path: Path, text: bytes) -> list[dict]:
-    """Images of a collection manifest: [{name, archive (Path), index}]."""
-    try:
-        m = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MixinrError(f"{path}: not a mixinr archive or manifest (bad JSON: {e.msg if hasattr(e, 'msg') else e})") from None
-    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
-        raise MixinrError(f"{path}: JSON but not a mixinr manifest")
-    if m.get("version") != 1:
-        raise MixinrError(f"{path}: unknown manifest version {m.get('version')!r}")
-    images = m.get("images")
-    if not isinstance(images, list):
-        raise MixinrError(f"{path}: manifest has no image list")
-    out = []
-    for e in images:
-        if not (isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("archive"), str)
-                and isinstance(e.get("index"), int) and e["index"] >= 0):
-            raise MixinrError(f"{path}: malformed manifest entry {e!r:.80}")
-        out.append({"name": e["name"], "archive": path.parent / e["archive"], "index": e["index"]})
-    return out
-
-
 def run_decode(args) -> int:
     from mixinr.codec import Archive, read_archive
     from mixinr.images import read_bytes, write_png
@@ -199,7 +173,9 @@ def run_decode(args) -> int:
 
     archives: dict[Path, Archive] = {}
     if raw.lstrip()[:1] == b"{":
-        entries = _load_manifest(src, raw)
+        from mixinr.collection import manifest_images, read_manifest
+
+        entries = manifest_images(src, read_manifest(src, raw))
         if args.index:
             raise MixinrError("--index selects images of an archive; use --name with a manifest")
     else:
