@@ -302,8 +302,9 @@ class _Reader:
         return float(np.frombuffer(self.take(2), dtype="<f2")[0])
 
 
-def read(data: bytes, source: str = "archive") -> Parsed:
-    """Parse and validate an archive; every problem is a MixinrError naming `source`."""
+def format_version(data: bytes, source: str = "archive") -> int:
+    """The format version byte of what looks like an archive (magic and length checked): which
+    representation's reader gets it (codec.archive_from_bytes)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MixinrError(f"{source}: not bytes")
     data = bytes(data)
@@ -315,7 +316,13 @@ def read(data: bytes, source: str = "archive") -> Parsed:
         raise MixinrError(f"{source}: not a mixinr archive (wrong magic bytes)")
     if len(data) < FIXED_BYTES:
         raise MixinrError(f"{source}: truncated file ({len(data)} bytes)")
-    version = data[len(MAGIC)]
+    return data[len(MAGIC)]
+
+
+def read(data: bytes, source: str = "archive") -> Parsed:
+    """Parse and validate a version-1 archive; every problem is a MixinrError naming `source`."""
+    version = format_version(data, source)
+    data = bytes(data)
     if version != VERSION:
         raise MixinrError(f"{source}: unknown format version {version} (this mixinr reads {VERSION})")
     end = len(data) - 4

@@ -255,7 +255,7 @@ def encode_group(task: GroupTask) -> dict:
 
     Idempotent: if the archive is already there, valid and holds these images (a retried task whose
     first attempt wrote it, or a rerun without a manifest entry), it is measured, not rewritten."""
-    from mixinr.codec import Archive, encode
+    from mixinr.codec import archive_from_bytes, encode
     from mixinr.images import read_image
     from mixinr.metrics import psnr
 
@@ -264,7 +264,7 @@ def encode_group(task: GroupTask) -> dict:
     existing = _valid_archive(Path(task.archive), task.names)
     if existing is not None:
         data = existing
-        archive = Archive.from_bytes(data, task.archive)
+        archive = archive_from_bytes(data, task.archive)
         psnrs = [psnr(archive.decode(i), im) for i, im in enumerate(images)]
         reused = True
     else:
@@ -286,14 +286,14 @@ def _valid_archive(path: Path, names) -> bytes | None:
     """The archive's bytes if it exists, parses and validates (checksum included); None if it is
     missing or broken (so it may be written). A valid archive of other images is an error: it is a
     finished archive of some other run, and finished archives are never overwritten."""
-    from mixinr.codec import Archive
+    from mixinr.codec import archive_from_bytes
 
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        archive = Archive.from_bytes(data, str(path))
+        archive = archive_from_bytes(data, str(path))
     except Exception:  # whatever the parser trips on, it is not a finished archive
         return None
     if list(archive.names) != list(names):

@@ -197,7 +197,7 @@ def measure_mixinr(images, names, bpps, groups: list[list[int]] | None = None, e
     image indices of each archive (default: all in one). Returns the curve (possibly without
     settings) and the notices.
     """
-    from mixinr.codec import Archive, EncodeConfig, encode
+    from mixinr.codec import EncodeConfig, archive_from_bytes, encode
     from mixinr.errors import MixinrError
 
     curve = Curve("mixinr", "mixinr (mixture SIREN, one archive per group)", "bpp budget")
@@ -216,7 +216,7 @@ def measure_mixinr(images, names, bpps, groups: list[list[int]] | None = None, e
                 seconds += res.seconds
                 total += len(res.data)
                 group_pixels = sum(im.shape[0] * im.shape[1] for im in imgs)
-                archive = Archive.from_bytes(res.data)
+                archive = archive_from_bytes(res.data)
                 for j, i in enumerate(idx):
                     p = _point(names[i], budget, images[i], archive.decode(j), len(res.data), group_pixels, g)
                     if abs(p.psnr - res.images[j].psnr) > 0.01:

@@ -15,6 +15,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mixinr import bitstream, codec, entropy
+from mixinr.siren import archive as siren_archive
+from mixinr.siren import encoder as siren
 from mixinr.codec import Archive, EncodeConfig, encode, pack, read_archive
 from mixinr.errors import MixinrError
 from mixinr.metrics import psnr
@@ -125,10 +127,10 @@ def test_depth_follows_the_image_size(group):
     """Without --depth, small images get DEFAULT_DEPTH and images averaging over LARGE_PIXELS get
     LARGE_DEPTH (a 12x12 group at depth 5, one 72x72 image at depth 9); a given depth is kept."""
     rules = codec.NetworkRules()
-    assert codec.default_depth(32 * 32) == rules.small_depth == 5
-    assert codec.default_depth(128 * 192) == rules.large_depth == 9
-    assert codec.default_depth((64 * 64 + 65 * 65) / 2) == rules.large_depth
-    assert codec.default_depth(32 * 32, codec.NetworkRules(small_depth=4)) == 4
+    assert siren.default_depth(32 * 32) == rules.small_depth == 5
+    assert siren.default_depth(128 * 192) == rules.large_depth == 9
+    assert siren.default_depth((64 * 64 + 65 * 65) / 2) == rules.large_depth
+    assert siren.default_depth(32 * 32, codec.NetworkRules(small_depth=4)) == 4
     images, names = group
     assert encode(images, names, EncodeConfig(bpp=8.0, **FAST)).arch.depth == 5
     big = encode([smooth_image(72, 72, 0)], ["big.png"], EncodeConfig(bpp=1.0, epochs=5, qat_epochs=0, progress=False))
@@ -184,8 +186,8 @@ def test_decoding_one_image_renders_only_that_image(group, monkeypatch):
     model = MixtureSiren(Arch(2, 5, 2), 3, generator=torch.Generator().manual_seed(1))
     a = Archive.from_bytes(pack(model, names, [(12, 12)] * 3, "fp16"))
     calls = []
-    real = codec.render
-    monkeypatch.setattr(codec, "render", lambda layers, *rest: calls.append(layers) or real(layers, *rest))
+    real = siren_archive.render
+    monkeypatch.setattr(siren_archive, "render", lambda layers, *rest: calls.append(layers) or real(layers, *rest))
     a.decode(2)
     assert len(calls) == 1
     expected = a.layers(2)
@@ -266,7 +268,7 @@ def test_refit_when_first_width_is_off(group):
     images, names = group
     r = encode(images, names, EncodeConfig(bpp=4.0, rate=codec.RateControl(est_bits_per_param=0.5), **FAST))
     assert r.bpp <= 4.0
-    first = codec._width_for(int(4.0 * 3 * 144 / 8), 5, 2, 0, 0.5)
+    first = siren.width_for(int(4.0 * 3 * 144 / 8), 5, 2, 0, 0.5)
     assert r.arch.width < first
 
 
@@ -311,10 +313,11 @@ def test_fine_tuning_keeps_the_steps_and_gains(group):
     images, names = group
     sizes = [im.shape[:2] for im in images]
     res = fit(images, Arch(3, 10), FitConfig(epochs=150, t0=150, lr=1e-3, progress=False))
-    cand = codec._Candidate(res.model, res.best_loss, images, names, sizes, 0)
-    alpha = cand.alpha_for_loss(3.0)
     qat = codec.QatConfig(lr=1e-3)  # tiny fit, few epochs: a visible step
-    tuned = codec._fine_tune(cand, alpha, 60, EncodeConfig(depth=3, width=10, qat=qat, **FAST))
+    cand = siren.SirenCandidate(res.model, res.best_loss, images, names, sizes,
+                                EncodeConfig(depth=3, width=10, qat=qat, **FAST))
+    alpha = cand.alpha_for_loss(3.0)
+    tuned = cand.fine_tuned(alpha, 60)
     assert tuned._g is cand._g and tuned.qat_seconds > 0
     assert tuned.stored_steps(alpha) == cand.stored_steps(alpha)
     for t, step in zip(tuned.tensors, tuned.stored_steps(alpha)):
@@ -328,10 +331,10 @@ def test_auto_coefficients_follow_the_budget():
     budget (16 CIFAR images: 432 of 2048 bytes at 1 bpp), else one learned row per image; an explicit
     scheme is kept."""
     pixels = 16 * 32 * 32
-    assert codec.coeff_scheme(EncodeConfig(bpp=1.0), 16, pixels) == "per-layer"
-    assert codec.coeff_scheme(EncodeConfig(bpp=0.5), 16, pixels) == "learned"
-    assert codec.coeff_scheme(EncodeConfig(), 16, pixels) == "per-layer"
-    assert codec.coeff_scheme(EncodeConfig(bpp=0.5, coeffs="per-layer"), 16, pixels) == "per-layer"
+    assert siren.coeff_scheme(EncodeConfig(bpp=1.0), 16, pixels) == "per-layer"
+    assert siren.coeff_scheme(EncodeConfig(bpp=0.5), 16, pixels) == "learned"
+    assert siren.coeff_scheme(EncodeConfig(), 16, pixels) == "per-layer"
+    assert siren.coeff_scheme(EncodeConfig(bpp=0.5, coeffs="per-layer"), 16, pixels) == "per-layer"
 
 
 def test_both_objectives_encode_within_budget_and_psnr_weights_rate_control(group):
@@ -348,9 +351,9 @@ def test_both_objectives_encode_within_budget_and_psnr_weights_rate_control(grou
         assert [psnr(a.decode(i), im) for i, im in enumerate(images)] == [im.psnr for im in r.images]
     model = fit(images, Arch(2, 6, sets=2), FitConfig(epochs=30, t0=30, lr=1e-3, coeffs="learned", progress=False)).model
     sizes = [im.shape[:2] for im in images]
-    plain = codec.sensitivity(model, sizes)
-    parts = sum(codec.sensitivity(model, sizes, image_weights=np.eye(3)[i]) for i in range(3))
+    plain = siren.sensitivity(model, sizes)
+    parts = sum(siren.sensitivity(model, sizes, image_weights=np.eye(3)[i]) for i in range(3))
     assert np.allclose(parts, plain, rtol=1e-4)
-    assert np.allclose(codec.sensitivity(model, sizes, image_weights=[2.0, 2.0, 2.0]), 2 * plain, rtol=1e-5)
+    assert np.allclose(siren.sensitivity(model, sizes, image_weights=[2.0, 2.0, 2.0]), 2 * plain, rtol=1e-5)
     with pytest.raises(MixinrError, match="objective"):
         encode(images, names, EncodeConfig(bpp=4.0, objective="ssim", **FAST))

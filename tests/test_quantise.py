@@ -10,6 +10,7 @@ from conftest import smooth_image
 
 from mixinr import codec, quantise
 from mixinr.codec import EncodeConfig
+from mixinr.siren.encoder import SirenCandidate
 from mixinr.model import Arch, from_uint8, render
 from mixinr.train import FitConfig, fit
 
@@ -21,7 +22,7 @@ def fitted():
     images = [smooth_image(12, 12, s) for s in range(3)]
     res = fit(images, Arch(3, 10), FitConfig(epochs=150, t0=150, lr=1e-3, coeffs="learned", progress=False))
     names = ["a.png", "b.png", "c.png"]
-    cand = codec._Candidate(res.model, res.best_loss, images, names, [im.shape[:2] for im in images], 0)
+    cand = SirenCandidate(res.model, res.best_loss, images, names, [im.shape[:2] for im in images], EncodeConfig())
     return cand, cand.stored_steps(cand.alpha_for_loss(3.0))
 
 
@@ -78,13 +79,13 @@ def test_fine_tuning_aims_one_word_under_the_budget(monkeypatch):
     images = [smooth_image(12, 12, s) for s in range(3)]
     names = ["a.png", "b.png", "c.png"]
     budget = int(4.0 * 3 * 144 / 8)
-    aims, real = [], codec._fine_tune
+    aims, real = [], SirenCandidate.fine_tuned
 
-    def spy(cand, alpha, epochs, cfg):
+    def spy(cand, alpha, epochs):
         aims.append(len(cand.pack(alpha)))
-        return real(cand, alpha, epochs, cfg)
+        return real(cand, alpha, epochs)
 
-    monkeypatch.setattr(codec, "_fine_tune", spy)
+    monkeypatch.setattr(SirenCandidate, "fine_tuned", spy)
     res = codec.encode(images, names, EncodeConfig(bpp=4.0, epochs=60, qat_epochs=30, progress=False))
     assert aims and all(n <= budget - codec.QatConfig().margin_bytes for n in aims)
     qat = [t for t in res.trials if "qat_epochs" in t]

@@ -165,13 +165,13 @@ def _target_size(args, original: tuple[int, int]) -> tuple[int, int] | None:
 
 
 def run_decode(args) -> int:
-    from mixinr.codec import Archive, read_archive
+    from mixinr.codec import archive_from_bytes, read_archive
     from mixinr.images import read_bytes, write_png
 
     src = Path(args.archive)
     raw = read_bytes(src, "an archive")
 
-    archives: dict[Path, Archive] = {}
+    archives: dict = {}  # Path -> its decoder
     if raw.lstrip()[:1] == b"{":
         from mixinr.collection import manifest_images, read_manifest
 
@@ -179,7 +179,7 @@ def run_decode(args) -> int:
         if args.index:
             raise MixinrError("--index selects images of an archive; use --name with a manifest")
     else:
-        archives[src] = Archive.from_bytes(raw, str(src))
+        archives[src] = archive_from_bytes(raw, str(src))
         a = archives[src]
         entries = [{"name": n, "archive": src, "index": i} for i, n in enumerate(a.names)]
         if args.index:

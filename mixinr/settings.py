@@ -1,0 +1,109 @@
+"""The encoder's settings: frozen dataclasses with the measured defaults (docs/codec.md, "Settings and
+their evidence"). A preset is a value: EncodeConfig(rate=RateControl(target_loss_db=3.5)). Torch-free,
+so the command line can build one without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mixinr import bitstream
+from mixinr.errors import MixinrError
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """How each fit runs: Adam with one cosine from lr to lr / 100 over `epochs` full-batch epochs, then
+    lbfgs_share x epochs L-BFGS iterations from the kept weights (train.Fitter.polish)."""
+
+    epochs: int = 3000
+    lr: float = 2e-3  # beat 1e-3 by 0.4-0.6 dB on CIFAR airplanes; 3e-3 and 4e-3 lost (docs/rd.md)
+    lbfgs_share: float = 4.0  # against 2: +0.05 to +0.09 dB at 1 / 2 / 4 bpp on ten classes (seventh session)
+    coeff_lr: float = 30.0  # learned coefficients' lr as a multiple of lr: 10x +0.3 dB, 30x +0.5, 100x diverged
+
+
+@dataclass(frozen=True)
+class NetworkRules:
+    """Network choices made from the group when the caller leaves them open (docs/codec.md, docs/rd.md)."""
+
+    small_depth: int = 5  # depth when the images average at most large_pixels: on CIFAR-10 5 beat 3, 4 and 6
+    large_depth: int = 9  # above: Kodak 128x192 at 0.5 bpp peaked at depth 9 (27.68 dB; 11 and 13 fell back)
+    large_pixels: int = 64 * 64  # between CIFAR and quarter Kodak the step is a guess
+    coeff_bits: int = 12  # what rate control's steps gave learned coefficients on the airplanes (11-13)
+    per_layer_max_share: float = 0.25  # "auto" coefficients: per layer unless predicted above this share of the budget
+
+
+@dataclass(frozen=True)
+class RateControl:
+    """Where rate control aims (docs/codec.md, "Rate control"; seventh session in docs/rd.md)."""
+
+    target_loss_db: float = 2.5  # predicted quantisation loss aimed at; fine-tuning wins most of it back
+    est_bits_per_param: float = 6.5  # first width's guess: 2 bpp archives spent 6.64-6.66 bits per value
+    low_loss_db: float = 1.0  # refit once when the first fit's predicted loss lies outside [low, high]
+    high_loss_db: float = 4.0
+    no_budget_loss_db: float = 0.05  # precision "auto" without a budget
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """Incremental quantisation-aware fine-tuning (mixinr.quantise; docs/codec.md): epochs / len(stages)
+    epochs per stage at lr (one cosine to lr / 100), each stage freezing its share of every tensor."""
+
+    epochs: int = 600  # all stages together; 0 turns fine-tuning off
+    stages: tuple[float, ...] = (0.5, 0.75, 0.9)  # 1.0 of 1.16 dB recovered on 14 automobiles at 4 bpp
+    lr: float = 2e-5  # 1e-4 did as well but coded 4 bytes longer
+    lbfgs_steps: int = 0  # per stage; 200 gained 0.07 dB on class 1 at 4 bpp for 8 s more: off
+    margin_bytes: int = 4  # aim one range-coder word under the budget: else half came out 3-4 bytes over
+
+
+# The encoder's omega: 15 (with lr 2e-3) beat the seed's 30, which the format implies for archives
+# without stored omegas (bitstream.IMPLICIT_OMEGA).
+ENCODER_OMEGA = 15.0
+PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
+
+
+def precision_bits(precision: str) -> int:
+    """The bit depth of a fixed quantised precision "q<bits>"."""
+    if precision not in PRECISIONS or precision in ("auto", "fp16"):
+        raise MixinrError(f"precision must be fp16 or q{bitstream.MIN_BITS}..q{bitstream.MAX_BITS}, got {precision!r}")
+    return int(precision[1:])
+
+
+_NESTED = {"schedule": FitSchedule, "rules": NetworkRules, "rate": RateControl, "qat": QatConfig}
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """What encode does. The flat fields are the command line's; None takes the nested settings' value
+    (epochs -> schedule.epochs, ...). Nested settings given as dicts (JSON) become their classes."""
+
+    bpp: float | None = None  # hard cap on archive bits / total pixels; None -> explicit depth/width
+    depth: int | None = None  # None -> by image size (rules)
+    width: int | None = None
+    sets: int = 3  # K: 3 with learned coefficients and omega 20 gave +1.1 to +1.9 dB over the seed's 2
+    coeffs: str = "auto"  # "auto" (rules), "per-layer", "learned" or "linear" (the seed's)
+    omega: float = ENCODER_OMEGA  # first and hidden layers' omega
+    objective: str = "psnr"  # "mse" (all pixels alike) or "psnr" (mean PSNR: gained at every budget, ninth session)
+    precision: str = "auto"  # "fp16" (seed storage) or "q<bits>" quantised + entropy coded; auto picks
+    epochs: int | None = None  # Adam's epochs; None -> schedule.epochs
+    lr: float | None = None  # Adam's first learning rate (one cosine decay to lr/100); None -> schedule.lr
+    lbfgs_steps: int | None = None  # L-BFGS iterations after Adam; None -> schedule.lbfgs_share x epochs, 0 -> off
+    qat_epochs: int | None = None  # quantisation-aware fine-tuning; None -> qat.epochs, 0 -> off
+    seed: int = 0
+    device: str = "auto"
+    progress: bool | None = None
+    representation: str = "siren"  # what is fitted: a key of codec.REPRESENTATIONS
+    schedule: FitSchedule = FitSchedule()
+    rules: NetworkRules = NetworkRules()
+    rate: RateControl = RateControl()
+    qat: QatConfig = QatConfig()
+
+    def __post_init__(self):
+        for name, cls in _NESTED.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                try:
+                    value = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+                except TypeError as e:
+                    raise MixinrError(f"EncodeConfig.{name}: {e}") from None
+                object.__setattr__(self, name, value)
+            elif not isinstance(value, cls):
+                raise MixinrError(f"EncodeConfig.{name} must be a {cls.__name__}, got {type(value).__name__}")
