@@ -14,8 +14,6 @@ The representation is reached only through its Plan and Candidate (mixinr.repres
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from mixinr.errors import MixinrError
@@ -115,6 +113,8 @@ def finish(cand: Candidate, setting: Setting, budget: int, cfg: EncodeConfig) ->
     # round every weight again and lose most of what fine-tuning won (docs/codec.md).
     aim = finest_under(cand, budget - cfg.qat.margin_bytes) or setting
     tuned = cand.fine_tuned(aim, epochs)
+    if tuned is None:  # the representation has no fine-tuning
+        return cand, setting, [before]
     requantised = len(tuned.pack(aim)) > budget
     tuned_setting = finest_under(tuned, budget) if requantised else aim
     if tuned_setting is None:

@@ -11,7 +11,7 @@ a `Representation` entry of the registry in `mixinr/codec.py`:
   PSNR decoded from those bytes, predicts what a setting costs, and can be fine-tuned to a setting's
   quantisation grid. A setting is a float alpha (one number scaling every tensor's quantisation step)
   or a fixed precision string ("fp16", "q<bits>"). `finest_under` below finds the finest alpha under
-  a byte budget for any candidate.
+  a byte budget for any candidate, within the range of alphas it names.
 - `read(data, source)`: a `Decoder` from archive bytes, which renders image i at any size and
   describes itself (`info()`, what `mixinr info` prints).
 
@@ -24,18 +24,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 Setting = float | str  # alpha (steps scaled by one number) or a fixed precision: "fp16", "q<bits>"
 
-# The bisection over alpha spans a quantisation predicted to cost FINEST_LOSS_DB (finer gains nothing
-# measurable) to COARSEST_LOSS_DB (nothing worth storing); BISECTION_STEPS halvings of that range of
-# log alpha (about 11.6) end within 1e-6 of the budget's edge, each step a real pack.
+# Alphas worth storing for candidates whose steps follow sensitivities (noise_alpha_range): from a
+# quantisation predicted to cost FINEST_LOSS_DB (finer gains nothing measurable) to COARSEST_LOSS_DB
+# (nothing worth storing). BISECTION_STEPS halvings of that range of log alpha (about 11.6) end within
+# 1e-6 of the budget's edge, each step a real pack.
 FINEST_LOSS_DB, COARSEST_LOSS_DB = 0.001, 40.0
 BISECTION_STEPS = 24
 MSE_FLOOR = 1e-10  # a float fit this good (PSNR ~106 dB) counts as this, so predicted losses stay finite
 
 
+@runtime_checkable
 class Candidate(Protocol):
     """One fitted representation of a group, packed on demand at a setting (results cached)."""
 
@@ -63,11 +65,16 @@ class Candidate(Protocol):
     def alpha_for_loss(self, db: float) -> float:
         """The alpha whose predicted loss is `db` (inverse of predicted_loss_db)."""
 
-    def fine_tuned(self, alpha: float, epochs: int) -> Candidate:
+    def alpha_range(self) -> tuple[float, float]:
+        """The finest and the coarsest alpha worth storing: what finest_under searches."""
+
+    def fine_tuned(self, alpha: float, epochs: int) -> Candidate | None:
         """A copy fine-tuned onto the quantisation grid of `alpha` for `epochs` (its other settings from
-        the EncodeConfig it was fitted with), whose alphas name the same steps as this candidate's."""
+        the EncodeConfig it was fitted with), whose alphas name the same steps as this candidate's;
+        None where the representation has no fine-tuning."""
 
 
+@runtime_checkable
 class Plan(Protocol):
     """A group ready to fit, sized by one integer capacity (the SIREN's width)."""
 
@@ -89,6 +96,7 @@ class Plan(Protocol):
         """How errors name a network of this capacity, e.g. "5x12"."""
 
 
+@runtime_checkable
 class Decoder(Protocol):
     """A parsed, validated archive: renders its images one at a time, at any size."""
 
@@ -118,8 +126,8 @@ class Representation:
 
 
 def finest_under(cand: Candidate, budget: int) -> float | None:
-    """The smallest alpha (best quality) whose archive fits `budget` bytes, or None."""
-    lo, hi = math.log(cand.alpha_for_loss(FINEST_LOSS_DB)), math.log(cand.alpha_for_loss(COARSEST_LOSS_DB))
+    """The smallest alpha (best quality) in cand.alpha_range() whose archive fits `budget` bytes, or None."""
+    lo, hi = (math.log(a) for a in cand.alpha_range())
     if len(cand.pack(math.exp(hi))) > budget:
         return None
     if len(cand.pack(math.exp(lo))) <= budget:
@@ -142,3 +150,9 @@ def alpha_for_noise_loss(float_mse: float, n_values: int, db: float) -> float:
     """The alpha whose predicted loss (noise_loss_db) is `db`."""
     extra = max(float_mse, MSE_FLOOR) * (10 ** (db / 10) - 1)
     return math.sqrt(12 * extra / n_values)
+
+
+def noise_alpha_range(float_mse: float, n_values: int) -> tuple[float, float]:
+    """The alphas predicted to cost FINEST_LOSS_DB and COARSEST_LOSS_DB."""
+    return (alpha_for_noise_loss(float_mse, n_values, FINEST_LOSS_DB),
+            alpha_for_noise_loss(float_mse, n_values, COARSEST_LOSS_DB))

@@ -12,7 +12,8 @@ from conftest import smooth_image
 from mixinr import codec
 from mixinr.codec import EncodeConfig, archive_from_bytes, encode
 from mixinr.errors import MixinrError
-from mixinr.representation import Representation, alpha_for_noise_loss, finest_under, noise_loss_db
+from mixinr.representation import (Representation, alpha_for_noise_loss, finest_under, noise_alpha_range,
+                                   noise_loss_db)
 
 TOY_VERSION = 9
 HEADER = b"MXNR" + bytes([TOY_VERSION])
@@ -44,8 +45,11 @@ class ToyCandidate:
     def alpha_for_loss(self, db):
         return alpha_for_noise_loss(self.float_mse, self.n_values, db)
 
+    def alpha_range(self):
+        return noise_alpha_range(self.float_mse, self.n_values)
+
     def fine_tuned(self, alpha, epochs):
-        raise AssertionError("qat_epochs=0: never called")
+        return None  # no fine-tuning: rate control keeps the fit as it is
 
 
 class ToyPlan:
@@ -84,10 +88,10 @@ def toy(monkeypatch):
 
 def test_rate_control_and_reading_through_one_registry_entry(toy):
     """encode with representation "toy" keeps its archive within the budget at the finest setting that
-    fits, records trials with the toy's own fields, and archive_from_bytes reads it with the toy's reader."""
+    fits (no fine-tuning: the toy returns None), records trials with the toy's own fields, and archive_from_bytes reads it with the toy's reader."""
     images = [smooth_image(8, 8, s) for s in range(2)]
     budget = math.floor(2.0 * 2 * 64 / 8)
-    res = encode(images, ["a.png", "b.png"], EncodeConfig(bpp=2.0, representation="toy", qat_epochs=0))
+    res = encode(images, ["a.png", "b.png"], EncodeConfig(bpp=2.0, representation="toy"))
     assert len(res.data) <= budget and res.arch == ToyPlan.fits[-1]
     assert all("capacity" in t and t["bytes"] <= budget for t in res.trials)
     assert len(ToyCandidate(res.arch, 2).pack(res.trials[-1]["alpha"] * 0.99)) > budget  # finest that fits
@@ -118,3 +122,21 @@ def test_unknown_versions_and_names_are_refused():
         archive_from_bytes(b"MXNR\x07" + bytes(20), "x.mixinr")
     with pytest.raises(MixinrError, match="unknown representation 'nope'"):
         encode([np.zeros((4, 4, 3), np.uint8)], ["a.png"], EncodeConfig(bpp=2.0, representation="nope"))
+
+
+def test_the_siren_implements_the_interface():
+    """The SIREN's plan, candidate and archive have every method and attribute the protocols name
+    (runtime_checkable: presence, not signatures), and its registry entry owns format version 1."""
+    import torch
+
+    from mixinr.model import Arch, MixtureSiren
+    from mixinr.representation import Candidate, Decoder, Plan
+    from mixinr.siren.archive import pack
+    from mixinr.siren.encoder import SirenCandidate, SirenPlan
+
+    images, names = [smooth_image(8, 8, s) for s in range(2)], ["a.png", "b.png"]
+    model = MixtureSiren(Arch(2, 4, 2), 2, "learned", generator=torch.Generator().manual_seed(0))
+    cand = SirenCandidate(model, 1e-3, images, names, [(8, 8)] * 2, EncodeConfig())
+    assert isinstance(SirenPlan(images, names, EncodeConfig(bpp=2.0)), Plan) and isinstance(cand, Candidate)
+    assert isinstance(archive_from_bytes(pack(model, names, [(8, 8)] * 2)), Decoder)
+    assert codec.REPRESENTATIONS["siren"].version == 1

@@ -14,7 +14,7 @@ import torch
 from mixinr import bitstream, entropy, quantise
 from mixinr.metrics import psnr
 from mixinr.model import Arch, MixtureSiren, grid
-from mixinr.representation import alpha_for_noise_loss, noise_loss_db
+from mixinr.representation import alpha_for_noise_loss, noise_alpha_range, noise_loss_db
 from mixinr.settings import EncodeConfig, NetworkRules
 from mixinr.siren.archive import Archive, coded_tensors, overhead, pack_tensors
 from mixinr.train import FitConfig, fit, psnr_weights
@@ -214,6 +214,9 @@ class SirenCandidate:
 
     def alpha_for_loss(self, db: float) -> float:
         return alpha_for_noise_loss(self.float_mse, self.n_values, db)
+
+    def alpha_range(self) -> tuple[float, float]:
+        return noise_alpha_range(self.float_mse, self.n_values)
 
     def pack(self, setting) -> bytes:
         key = setting if isinstance(setting, str) else float(setting)
