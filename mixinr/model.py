@@ -35,7 +35,7 @@ class Arch:
     depth: int
     width: int
     sets: int = 2  # the seed's K
-    omega: float = IMPLICIT_OMEGA  # the seed's omega (the encoder's own default is codec.ENCODER_OMEGA)
+    omega: float = IMPLICIT_OMEGA  # the seed's omega (the encoder's own default is settings.ENCODER_OMEGA)
     omega_first: float = IMPLICIT_OMEGA
 
     def __post_init__(self):

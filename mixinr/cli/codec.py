@@ -10,6 +10,7 @@ from mixinr.bitstream import SCHEMES
 from mixinr.cli import add_json_flag, emit
 from mixinr.errors import MixinrError
 
+
 def register(sub) -> None:
     p = sub.add_parser("encode", help="compress images into one .mixinr archive",
                        description="Fit one mixture SIREN to all INPUT images and write it as an archive.")
