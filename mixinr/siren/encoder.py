@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mixinr import bitstream, entropy, quantise
+from mixinr.errors import MixinrError
 from mixinr.metrics import psnr
 from mixinr.model import Arch, MixtureSiren, grid
 from mixinr.representation import alpha_for_noise_loss, noise_alpha_range, noise_loss_db
@@ -79,11 +80,24 @@ def width_for(budget: int, depth: int, sets: int, fixed_bytes: int, bits_per_par
     return best
 
 
+def check(cfg: EncodeConfig) -> None:
+    """The SIREN's network settings within the format's caps (MixinrError naming the option)."""
+    if cfg.bpp is None and (cfg.depth is None or cfg.width is None):
+        raise MixinrError("give --bpp, or both --depth and --width")
+    for what, v, cap in (("--depth", cfg.depth, bitstream.MAX_DEPTH), ("--width", cfg.width, bitstream.MAX_WIDTH),
+                         ("--sets", cfg.sets, bitstream.MAX_SETS)):
+        if v is not None and not 1 <= v <= cap:
+            raise MixinrError(f"{what} must be between 1 and {cap}, got {v}")
+    if cfg.coeffs not in ("auto",) + bitstream.SCHEMES:
+        raise MixinrError(f"--coeffs must be auto, {', '.join(bitstream.SCHEMES)}, got {cfg.coeffs!r}")
+
+
 class SirenPlan:
     """A group ready to fit (representation.Plan): the depth, K and coefficient scheme the caller left
     open chosen for it; its capacity is the width."""
 
     def __init__(self, images: list[np.ndarray], names: list[str], cfg: EncodeConfig):
+        check(cfg)
         sizes = [im.shape[:2] for im in images]
         pixels = sum(h * w for h, w in sizes)
         # More weight sets than images only adds weights (with linear coefficients a set would go unused).
