@@ -9,16 +9,14 @@ from mixinr.cli.codec import add_network_flags, network_settings
 from mixinr.collection import EXECUTORS, GROUPINGS, MANIFEST, CollectionConfig, encode_collection
 
 
+DESCRIPTION = ("Split INPUT_DIR (recursively) into groups of at most --group-size images, encode each "
+               f"group into OUT_DIR/group-NNNN.mixinr and write OUT_DIR/{MANIFEST}. Rerunning resumes: "
+               "valid archives are kept, missing or broken ones are encoded. See docs/scaling.md.")
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "encode-collection",
-        help="compress a folder of images as independent groups (locally or on Ray)",
-        description=(
-            "Split INPUT_DIR (recursively) into groups of at most --group-size images, encode each "
-            f"group into OUT_DIR/group-NNNN.mixinr and write OUT_DIR/{MANIFEST}. Rerunning resumes: "
-            "valid archives are kept, missing or broken ones are encoded. See docs/scaling.md."
-        ),
-    )
+    p = subparsers.add_parser("encode-collection", description=DESCRIPTION,
+                              help="compress a folder of images as independent groups (locally or on Ray)")
     p.add_argument("input_dir", metavar="INPUT_DIR", help="folder of images (subfolders included)")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for archives and manifest")
     p.add_argument("--group-size", type=int, required=True, metavar="N", help="images per group (at most)")
