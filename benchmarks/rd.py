@@ -99,12 +99,19 @@ def budget_bytes(bpp: float, pixels: int) -> int:
 
 
 def _archive_point(data: bytes, group: Group, budget: int | None) -> dict:
-    """bpp and mean PSNR of an archive, decoded from its bytes (what `mixinr decode` does)."""
+    """bpp, mean and per-image PSNR of an archive, decoded from its bytes (what `mixinr decode` does),
+    and the seconds each image's decode took."""
     if budget is not None and len(data) > budget:
         raise RuntimeError(f"{group.label}: archive of {len(data)} bytes exceeds the budget of {budget}")
     archive = codec.Archive.from_bytes(data)
-    p = float(np.mean([psnr(archive.decode(i), im) for i, im in enumerate(group.images)]))
-    return {"bytes": len(data), "bpp": len(data) * 8 / group.pixels, "psnr": p,
+    psnrs, decode_s = [], []
+    for i, im in enumerate(group.images):
+        t = time.perf_counter()
+        decoded = archive.decode(i)
+        decode_s.append(time.perf_counter() - t)
+        psnrs.append(psnr(decoded, im))
+    return {"bytes": len(data), "bpp": len(data) * 8 / group.pixels, "psnr": float(np.mean(psnrs)),
+            "psnrs": psnrs, "decode_s": decode_s, "label": group.label,
             "arch": f"{archive.arch.depth}x{archive.arch.width}", "sets": archive.arch.sets,
             "coeffs": archive.scheme, "precision": archive.precision}
 
@@ -177,6 +184,8 @@ def summarise(method: str, target: float, points: list[dict | None], n_groups: i
         row["bpp"] = round(float(np.mean([p["bpp"] for p in pts])), 4)
         row["psnr"] = round(float(np.mean([p["psnr"] for p in pts])), 3)
         row["per_group_psnr"] = [None if p is None else round(p["psnr"], 3) for p in points]
+        if all("psnrs" in p for p in pts):
+            row["per_group"] = [None if p is None else _group_record(p) for p in points]
     if len(pts) < n_groups:
         row["missing_groups"] = n_groups - len(pts)
     archs = sorted({p["arch"] for p in pts if "arch" in p})
@@ -184,6 +193,16 @@ def summarise(method: str, target: float, points: list[dict | None], n_groups: i
         row["nets"] = archs
         row["seconds"] = round(float(sum(p["seconds"] for p in pts)), 1)
     return row
+
+
+def _group_record(p: dict) -> dict:
+    """What a row keeps of one group's point: enough to recombine rows of separate runs."""
+    keep = ("label", "bpp", "psnr", "seconds", "arch")
+    rec = {k: (round(p[k], 4) if isinstance(p[k], float) else p[k]) for k in keep if k in p}
+    rec["psnrs"] = [round(float(v), 3) for v in p["psnrs"]]
+    if "decode_s" in p:
+        rec["decode_s"] = [round(float(v), 4) for v in p["decode_s"]]
+    return rec
 
 
 def run(groups: list[Group], targets, methods, settings=None, seed_epochs=SEED_EPOCHS, on_row=None) -> list[dict]:
