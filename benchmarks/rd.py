@@ -1,7 +1,8 @@
 """Rate-distortion benchmark: mean PSNR at fixed bits per pixel, from real archive / file bytes.
 
     python benchmarks/rd.py --json --classes 0 1                 # CIFAR-10 groups, 1 / 2 / 4 bpp
-    python benchmarks/rd.py --json --classes 0 --methods mixinr-default webp jpegxl
+    python benchmarks/rd.py --json --classes 0 --methods mixinr-default webp webp-allocated jpegxl
+    python benchmarks/rd.py --json --data ../shared/data/cifar10-val --methods webp webp-allocated
     python benchmarks/rd.py --json --kodak --epochs 1000          # Kodak 128x192 at 0.5 bpp
 
 Methods (docs/rd.md has the measurements and the reasons):
@@ -14,13 +15,20 @@ Methods (docs/rd.md has the measurements and the reasons):
 - mixinr-default: `codec.encode` with `EncodeConfig(bpp=B)`: the codec's defaults, which the study in
   docs/rd.md chose. `--settings '{"omega": 20, "coeffs": "learned"}'` adds EncodeConfig fields (the
   study's rows); the rows then carry those settings.
-- webp, jpegxl (CIFAR) / jpegxl, avif (Kodak): every image of a group at every quality of
-  mixinr.baselines' sweep; the group's mean PSNR against its total bytes * 8 / total pixels is
-  interpolated at the target (mixinr.compare.interpolate_at: linear in log bpp on the envelope, never
-  extrapolated: a target outside the measured range gives no value for that group).
+- webp, jpegxl, avif, ... (any name of mixinr.baselines), **fixed quality**: every image of a group
+  at every quality of the codec's sweep, one quality for all; the group's mean PSNR against its total
+  bytes * 8 / total pixels is interpolated at the target (mixinr.compare.bracket: linear in log bpp on
+  the envelope, never extrapolated: a target outside the measured range gives no value for that group).
+- webp-allocated, jpegxl-allocated, ...: **allocated**, the same sweep, but each image's quality chosen
+  so that the group's mean PSNR is highest with the group's total bytes within the target's budget
+  (mixinr.allocate): the freedom mixinr's archive has. Its bpp is the real one, at or under the target.
 
-Groups: per class folder, the first `--group-size` files sorted by name. Each figure is the mean over
-groups of the group's mean PSNR (bpp likewise). The last JSON line describes the machine.
+Groups: per class folder, the first `--group-size` files sorted by name (`--data` picks the split:
+../shared/data/cifar10 by default, or ../shared/data/cifar10-val). Each figure is the mean over groups
+of the group's mean PSNR (bpp likewise); `min` is the hardest image of all groups and `std` the mean of
+each group's std over its images; `encode_s_per_image` / `decode_s_per_image` the mean seconds per image
+(mixinr: the group's encode split over its images). The last JSON line describes the machine. Runs of
+separate classes merge with `--from-json a.jsonl b.jsonl` (add `--json` for rows, `--plot` for a plot).
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mixinr import codec  # noqa: E402
+from mixinr.allocate import allocate  # noqa: E402
 from mixinr.baselines import CODECS, round_trip  # noqa: E402
-from mixinr.compare import OutOfRange, interpolate_at  # noqa: E402
+from mixinr.compare import OutOfRange, bracket, spread  # noqa: E402
 from mixinr.images import read_image  # noqa: E402
 from mixinr.metrics import psnr  # noqa: E402
 from mixinr.model import Arch, MixtureSiren  # noqa: E402
@@ -56,8 +65,9 @@ KODAK_SIZE = (128, 192)  # (height, width): quarter size
 # The seed's configuration (METHOD.md): net, schedule.
 SEED_DEPTH, SEED_WIDTH = 5, 16
 SEED_LR, SEED_T0, SEED_ETA_MIN, SEED_EPOCHS = 2e-4, 1000, 5e-6, 10000
-CIFAR_METHODS = ("seed-fp16", "mixinr-default", "webp", "jpegxl")
-KODAK_METHODS = ("mixinr-default", "jpegxl", "avif")
+ALLOCATED = "-allocated"  # a classical codec's name + this: per-image quality under the group's bytes
+CIFAR_METHODS = ("seed-fp16", "mixinr-default", "webp", "webp-allocated", "jpegxl", "jpegxl-allocated")
+KODAK_METHODS = ("mixinr-default", "jpegxl", "jpegxl-allocated", "avif", "avif-allocated")
 
 
 @dataclass
@@ -152,32 +162,87 @@ def seed_point(group: Group, bpp: float, epochs: int = SEED_EPOCHS) -> dict | No
     return out
 
 
-def classical_curve(name: str, group: Group) -> tuple[list[float], list[float]]:
-    """(bpp, mean PSNR) of the group at every setting of the codec's sweep: total bytes / total pixels."""
+@dataclass
+class Sweep:
+    """One classical codec on one group: every image at every setting of its sweep (rows: settings)."""
+
+    group: Group
+    settings: list[float]
+    bytes: np.ndarray  # (settings, images) file bytes
+    psnrs: np.ndarray
+    encode_s: np.ndarray
+    decode_s: np.ndarray
+
+    @property
+    def bpp(self) -> list[float]:
+        """The group's rate at each setting: total bytes * 8 / total pixels."""
+        return list(self.bytes.sum(1) * 8 / self.group.pixels)
+
+    @property
+    def psnr(self) -> list[float]:
+        return list(self.psnrs.mean(1))
+
+
+def classical_sweep(name: str, group: Group) -> Sweep:
+    """Every image of the group at every setting of the codec's sweep: bytes, PSNR, seconds."""
     c = CODECS[name]
     c.probe()
-    bpps, psnrs = [], []
-    for s in c.settings:
-        total, ps = 0, []
-        for im in group.images:
-            coded = round_trip(c, im, s)
-            total += coded.n_bytes
-            ps.append(psnr(coded.decoded, im))
-        bpps.append(total * 8 / group.pixels)
-        psnrs.append(float(np.mean(ps)))
-    return bpps, psnrs
+    rows = [[round_trip(c, im, s) for im in group.images] for s in c.settings]
+    psnrs = [[psnr(coded.decoded, im) for coded, im in zip(row, group.images)] for row in rows]
+    return Sweep(group, list(c.settings), np.array([[x.n_bytes for x in r] for r in rows]), np.array(psnrs),
+                 np.array([[x.encode_s for x in r] for r in rows]), np.array([[x.decode_s for x in r] for r in rows]))
 
 
-def classical_point(curve: tuple[list[float], list[float]], target: float) -> dict | None:
-    """Interpolated PSNR at `target` bpp (None outside the measured range: no extrapolation)."""
+def classical_point(sweep: Sweep, target: float) -> dict | None:
+    """Fixed quality: one setting for every image, the group's mean PSNR interpolated at `target` bpp
+    (None outside the measured range: no extrapolation). Each image's PSNR and seconds are interpolated
+    with the same weights, which gives the point's spread."""
     try:
-        return {"bpp": target, "psnr": interpolate_at(curve[0], curve[1], target)}
+        i, j, w = bracket(sweep.bpp, sweep.psnr, target)
     except OutOfRange:
         return None
 
+    def mix(a):
+        return (1 - w) * a[i] + w * a[j]
+
+    psnrs = mix(sweep.psnrs)
+    return {"label": sweep.group.label, "bpp": target, "psnr": float(psnrs.mean()), "psnrs": list(psnrs),
+            "encode_s": list(mix(sweep.encode_s)), "decode_s": list(mix(sweep.decode_s)),
+            "settings": [sweep.settings[i], sweep.settings[j]]}
+
+
+def allocated_point(sweep: Sweep, target: float) -> dict | None:
+    """Allocated: each image's setting chosen so that the group's mean PSNR is highest with its total
+    bytes within the budget of `target` bpp (mixinr.allocate); the real bpp may fall a little short.
+    None when even the lowest setting of every image exceeds the budget."""
+    n, m = len(sweep.group.images), len(sweep.settings)
+    options = [[(int(sweep.bytes[s, k]), float(sweep.psnrs[s, k])) for s in range(m)] for k in range(n)]
+    picks = allocate(options, budget_bytes(target, sweep.group.pixels))
+    if picks is None:
+        return None
+
+    def at(a):
+        return [float(a[s, k]) for k, s in enumerate(picks)]
+
+    psnrs = at(sweep.psnrs)
+    return {"label": sweep.group.label, "bpp": sum(at(sweep.bytes)) * 8 / sweep.group.pixels,
+            "psnr": float(np.mean(psnrs)), "psnrs": psnrs, "encode_s": at(sweep.encode_s),
+            "decode_s": at(sweep.decode_s), "qualities": [sweep.settings[s] for s in picks]}
+
+
+def _per_image_seconds(p: dict, key: str) -> list[float]:
+    """Per-image seconds of a point; mixinr's encode is one fit for the group, split evenly."""
+    if key in p:
+        return list(p[key])
+    if key == "encode_s" and "seconds" in p:
+        return [p["seconds"] / len(p["psnrs"])] * len(p["psnrs"])
+    return []
+
 
 def summarise(method: str, target: float, points: list[dict | None], n_groups: int) -> dict:
-    """Mean over the groups that have a value; `groups` says how many did."""
+    """Mean over the groups that have a value; `groups` says how many did. With each image's PSNR
+    (`psnrs`), the spread too: `min` the hardest image of all groups, `std` the mean over groups of
+    the std over the group's images, and the mean encode / decode seconds per image."""
     pts = [p for p in points if p is not None]
     row = {"method": method, "bpp_target": target, "bpp": None, "psnr": None, "groups": len(pts)}
     if pts:
@@ -185,6 +250,13 @@ def summarise(method: str, target: float, points: list[dict | None], n_groups: i
         row["psnr"] = round(float(np.mean([p["psnr"] for p in pts])), 3)
         row["per_group_psnr"] = [None if p is None else round(p["psnr"], 3) for p in points]
         if all("psnrs" in p for p in pts):
+            spreads = [spread(p["psnrs"]) for p in pts]
+            row["min"] = round(min(sp["min"] for sp in spreads), 2)
+            row["std"] = round(float(np.mean([sp["std"] for sp in spreads])), 2)
+            for key in ("encode_s", "decode_s"):
+                secs = [v for p in pts for v in _per_image_seconds(p, key)]
+                if secs:
+                    row[f"{key}_per_image"] = round(float(np.mean(secs)), 5)
             row["per_group"] = [None if p is None else _group_record(p) for p in points]
     if len(pts) < n_groups:
         row["missing_groups"] = n_groups - len(pts)
@@ -196,19 +268,42 @@ def summarise(method: str, target: float, points: list[dict | None], n_groups: i
 
 
 def _group_record(p: dict) -> dict:
-    """What a row keeps of one group's point: enough to recombine rows of separate runs."""
-    keep = ("label", "bpp", "psnr", "seconds", "arch")
-    rec = {k: (round(p[k], 4) if isinstance(p[k], float) else p[k]) for k in keep if k in p}
+    """What a row keeps of one group's point: enough to recombine rows of separate runs (`combine`)."""
+    rec = {k: (round(p[k], 4) if isinstance(p[k], float) else p[k])
+           for k in ("label", "bpp", "psnr", "seconds", "arch", "qualities", "settings") if k in p}
     rec["psnrs"] = [round(float(v), 3) for v in p["psnrs"]]
-    if "decode_s" in p:
-        rec["decode_s"] = [round(float(v), 4) for v in p["decode_s"]]
+    for key in ("encode_s", "decode_s"):
+        if key in p:
+            rec[key] = [round(float(v), 5) for v in p[key]]
     return rec
+
+
+def combine(rows: list[dict]) -> list[dict]:
+    """Rows of separate runs (e.g. one class each) merged per (method, target, settings): the groups'
+    records are put together and summarised again, as one run over all of them would be. Rows without
+    records (older runs) are kept as they are."""
+    merged: dict[tuple, list[dict]] = {}
+    for r in rows:
+        merged.setdefault((r["method"], r["bpp_target"], json.dumps(r.get("settings"), sort_keys=True)), []).append(r)
+    out = []
+    for (method, target, settings), rs in merged.items():
+        if len(rs) == 1 or not all("per_group" in r for r in rs):
+            out.extend(rs)
+            continue
+        records = [g for r in rs for g in r["per_group"]]
+        row = summarise(method, target, records, sum(r["groups"] + r.get("missing_groups", 0) for r in rs))
+        if json.loads(settings) is not None:
+            row["settings"] = json.loads(settings)
+        out.append(row)
+    return out
 
 
 def run(groups: list[Group], targets, methods, settings=None, seed_epochs=SEED_EPOCHS, on_row=None) -> list[dict]:
     """Every method at every target over the groups; one summary row per (method, target).
-    `settings`: EncodeConfig fields for the mixinr method beyond the codec's defaults."""
+    `settings`: EncodeConfig fields for the mixinr method beyond the codec's defaults. A classical
+    codec's sweep is measured once per group and serves both its fixed and its allocated method."""
     rows = []
+    sweeps: dict[str, list[Sweep]] = {}
 
     def emit(row):
         rows.append(row)
@@ -217,10 +312,13 @@ def run(groups: list[Group], targets, methods, settings=None, seed_epochs=SEED_E
 
     settings = settings or {}
     for m in methods:
-        if m in CODECS:
-            curves = [classical_curve(m, g) for g in groups]
+        base = m.removesuffix(ALLOCATED)
+        if base in CODECS:
+            if base not in sweeps:
+                sweeps[base] = [classical_sweep(base, g) for g in groups]
+            point = allocated_point if m.endswith(ALLOCATED) else classical_point
             for t in targets:
-                emit(summarise(m, t, [classical_point(c, t) for c in curves], len(groups)))
+                emit(summarise(m, t, [point(sw, t) for sw in sweeps[base]], len(groups)))
             continue
         for t in targets:
             if m == "seed-fp16":
@@ -251,7 +349,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r["bpp"], r["psnr"]) for r in rows if r["method"] == method and r["psnr"] is not None)
         if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, label=method)
+            ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, ls="--" if method.endswith(ALLOCATED) else "-",
+                    label=method)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bits per pixel (real bytes)")
     ax.set_ylabel("PSNR (dB)")
@@ -278,7 +377,9 @@ def machine(seconds: float) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--data", type=Path, default=None, help="CIFAR-10 class folders (or Kodak PNGs with --kodak)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="CIFAR-10 class folders: ../shared/data/cifar10 (default, the split settings were chosen "
+                        "on) or ../shared/data/cifar10-val (validation); Kodak PNGs with --kodak")
     p.add_argument("--classes", nargs="+", default=list(range(10)), help="class folders to use (default 0-9)")
     p.add_argument("--group-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=None, help="mixinr epochs (default: the codec's)")
@@ -290,15 +391,16 @@ def main(argv=None) -> int:
     p.add_argument("--kodak", action="store_true", help="Kodak 128x192 at 0.5 bpp instead of CIFAR-10")
     p.add_argument("--plot", type=Path, default=None, help="write an RD plot (PNG) of the rows")
     p.add_argument("--from-json", nargs="+", type=Path, default=None,
-                   help="plot rows saved from earlier --json runs instead of measuring")
+                   help="rows saved from earlier --json runs instead of measuring: merged per (method, "
+                        "target, settings) over their groups, then printed (or plotted with --plot)")
     p.add_argument("--title", default="CIFAR-10 groups of 16: PSNR vs bpp")
     args = p.parse_args(argv)
     if args.from_json:
-        rows = [json.loads(line) for f in args.from_json for line in f.read_text().splitlines()
-                if line.strip().startswith("{") and '"method"' in line]
-        if not args.plot:
-            raise SystemExit("--from-json needs --plot")
-        plot(rows, args.plot, args.title)
+        rows = combine([json.loads(line) for f in args.from_json for line in f.read_text().splitlines()
+                        if line.strip().startswith("{") and '"method"' in line])
+        if args.plot:
+            plot(rows, args.plot, args.title)
+        report(rows, args.json, "merged rows")
         return 0
     start = time.perf_counter()
     if args.kodak:
@@ -318,18 +420,33 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(machine(time.perf_counter() - start)), flush=True)
     else:
+        report(rows, False, f"{len(groups)} group(s): {', '.join(g.label for g in groups)}")
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table(title=f"PSNR (dB) at target bpp, {len(groups)} group(s): {', '.join(g.label for g in groups)}")
-        for col in ("method", "target bpp", "bpp", "PSNR dB", "groups", "nets"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["method"], f"{r['bpp_target']:g}", "-" if r["bpp"] is None else f"{r['bpp']:.3f}",
-                          "-" if r["psnr"] is None else f"{r['psnr']:.2f}", str(r["groups"]), " ".join(r.get("nets", [])))
-        Console().print(table)
         Console().print(machine(time.perf_counter() - start)["machine"])
     return 0
+
+
+def report(rows: list[dict], as_json: bool, title: str) -> None:
+    """The rows as JSON lines, or as a table: mean PSNR, hardest image, std, seconds per image."""
+    if as_json:
+        for r in rows:
+            print(json.dumps(r), flush=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    table = Table(title=f"PSNR (dB) at target bpp, {title}")
+    for col in ("method", "target bpp", "bpp", "PSNR dB", "hardest", "std", "enc s/img", "dec s/img", "groups", "nets"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["method"], f"{r['bpp_target']:g}", f(r["bpp"], ".3f"), f(r["psnr"], ".2f"), f(r.get("min"), ".2f"),
+                      f(r.get("std"), ".2f"), f(r.get("encode_s_per_image"), ".4g"), f(r.get("decode_s_per_image"), ".4g"),
+                      str(r["groups"]), " ".join(r.get("nets", [])))
+    Console().print(table)
 
 
 if __name__ == "__main__":

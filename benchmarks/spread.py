@@ -4,7 +4,8 @@ each objective and for WebP at the highest quality whose total bytes fit the bud
     python benchmarks/spread.py --class 1 --bpp 2            # mixinr psnr and mse, WebP; one JSON line each
 
 The mean-PSNR objective (the default) raises the group's mean by spending bits where dB come cheap; this
-shows what that does to the hardest image (docs/rd.md, ninth session).
+shows what that does to the hardest image (docs/rd.md, ninth session). `benchmarks/rd.py` reports the
+same spread (mixinr.compare.spread) for every method, the allocated classical codecs included.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rd import CIFAR, load_cifar_groups  # noqa: E402
 
 from mixinr import baselines  # noqa: E402
 from mixinr.codec import EncodeConfig, encode  # noqa: E402
+from mixinr.compare import spread  # noqa: E402
 from mixinr.metrics import psnr  # noqa: E402
 
 
 def stats(method: str, bpp: float, psnrs, **extra) -> dict:
-    p = np.asarray(psnrs)
-    return {"method": method, "bpp": round(bpp, 4), "mean": round(float(p.mean()), 3), "min": round(float(p.min()), 2),
-            "max": round(float(p.max()), 2), "std": round(float(p.std()), 2), **extra}
+    s = spread(psnrs)
+    return {"method": method, "bpp": round(bpp, 4), "mean": round(s["mean"], 3), "min": round(s["min"], 2),
+            "max": round(s["max"], 2), "std": round(s["std"], 2), **extra}
 
 
 def webp_at(images, bpp: float) -> dict:

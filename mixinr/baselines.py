@@ -24,6 +24,7 @@ one-line reason and skipped; nothing here raises for that.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,6 +54,8 @@ class Coded:
 
     data: bytes
     decoded: np.ndarray
+    encode_s: float = 0.0  # wall seconds of the library's encode call
+    decode_s: float = 0.0  # and of its decode call
 
     @property
     def n_bytes(self) -> int:
@@ -212,11 +215,14 @@ def available(names=DEFAULT_CODECS) -> tuple[list[Codec], list[str]]:
 def round_trip(codec: Codec, img: np.ndarray, setting: float) -> Coded:
     """Encode `img` at `setting`, decode the bytes, check the shape came back."""
     img = np.ascontiguousarray(img, dtype=np.uint8)
+    t0 = time.perf_counter()
     data = codec.encode(img, setting)
+    t1 = time.perf_counter()
     decoded = codec.decode(data)
+    t2 = time.perf_counter()
     if decoded.shape != img.shape:
         raise RuntimeError(f"{codec.name}: decoded shape {decoded.shape} != input {img.shape}")
-    return Coded(data, decoded)
+    return Coded(data, decoded, t1 - t0, t2 - t1)
 
 
 def sweep(codec: Codec, img: np.ndarray, settings=None) -> list[tuple[float, Coded]]:

@@ -238,31 +238,56 @@ class OutOfRange(ValueError):
     """A target outside the measured range: we never extrapolate."""
 
 
+def _envelope_index(bpp, quality) -> list[int]:
+    """Indices of the RD envelope's points (see `envelope`), in order of rising bpp."""
+    pts = sorted((float(b), float(q), i) for i, (b, q) in enumerate(zip(bpp, quality))
+                 if b is not None and q is not None and math.isfinite(b) and math.isfinite(q) and b > 0)
+    keep: list[tuple[float, float, int]] = []
+    for b, q, i in pts:
+        if keep and q <= keep[-1][1]:
+            continue  # dominated: a cheaper point is at least as good
+        if keep and b == keep[-1][0]:
+            keep[-1] = (b, q, i)  # same rate, better quality (sorted): keep the better
+            continue
+        keep.append((b, q, i))
+    return [i for _, _, i in keep]
+
+
 def envelope(bpp, quality) -> tuple[np.ndarray, np.ndarray]:
     """The RD envelope: points sorted by bpp, keeping only those that raise quality above all cheaper
     ones. Both outputs are strictly increasing. Missing (None/NaN) values are dropped."""
-    pts = sorted((float(b), float(q)) for b, q in zip(bpp, quality)
-                 if b is not None and q is not None and math.isfinite(b) and math.isfinite(q) and b > 0)
-    xs, ys = [], []
-    for b, q in pts:
-        if ys and q <= ys[-1]:
-            continue  # dominated: a cheaper point is at least as good
-        if xs and b == xs[-1]:
-            xs[-1], ys[-1] = b, q  # same rate, better quality (sorted): keep the better
-            continue
-        xs.append(b)
-        ys.append(q)
-    return np.array(xs), np.array(ys)
+    idx = _envelope_index(bpp, quality)
+    return np.array([float(bpp[i]) for i in idx]), np.array([float(quality[i]) for i in idx])
+
+
+def bracket(bpp, quality, target: float) -> tuple[int, int, float]:
+    """(i, j, w): the envelope points around `target` bpp (indices into the inputs) and the weight of j,
+    linear in log(bpp); the quality at `target` is (1 - w) * quality[i] + w * quality[j], and the same
+    weights interpolate anything else measured at those two points (each image's PSNR, times).
+    Raises OutOfRange outside [lowest, highest] measured bpp."""
+    idx = _envelope_index(bpp, quality)
+    xs = [float(bpp[i]) for i in idx]
+    if not idx or not (xs[0] <= target <= xs[-1]):
+        lo, hi = (f"{xs[0]:.4g}", f"{xs[-1]:.4g}") if idx else ("-", "-")
+        raise OutOfRange(f"{target:.4g} bpp is outside the measured range [{lo}, {hi}]")
+    k = max(1, int(np.searchsorted(xs, target)))
+    if len(idx) == 1:
+        return idx[0], idx[0], 0.0
+    x0, x1 = math.log(xs[k - 1]), math.log(xs[k])
+    return idx[k - 1], idx[k], (math.log(target) - x0) / (x1 - x0)
 
 
 def interpolate_at(bpp, quality, target: float) -> float:
     """Quality at `target` bpp on the envelope, linear in log(bpp) between the two measured points
     around it. Raises OutOfRange outside [lowest, highest] measured bpp."""
-    xs, ys = envelope(bpp, quality)
-    if len(xs) == 0 or not (xs[0] <= target <= xs[-1]):
-        lo, hi = (f"{xs[0]:.4g}", f"{xs[-1]:.4g}") if len(xs) else ("-", "-")
-        raise OutOfRange(f"{target:.4g} bpp is outside the measured range [{lo}, {hi}]")
-    return float(np.interp(math.log(target), np.log(xs), ys))
+    i, j, w = bracket(bpp, quality, target)
+    return float((1 - w) * quality[i] + w * quality[j])
+
+
+def spread(values) -> dict:
+    """How even a group's quality is: mean, hardest image (min), best, and std over the images."""
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()), "std": float(v.std())}
 
 
 def at_bpp(curves: list[Curve], targets) -> list[dict]:

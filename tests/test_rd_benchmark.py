@@ -88,19 +88,40 @@ def test_settings_reach_the_rows_and_unknown_fields_are_refused(rd, tmp_path):
         rd.main(["--data", str(tmp_path), "--classes", "0", "--settings", '{"bogus": 1}'])
 
 
+def _sweep(rd, bytes_, psnrs, pixels=64):
+    """A hand-made sweep: rows are settings, columns images (8x8 images unless `pixels` says)."""
+    n = len(bytes_[0])
+    g = rd.Group("g", [np.zeros((1, pixels, 3), np.uint8)] * n, [f"{k}.png" for k in range(n)])
+    zeros = np.zeros((len(bytes_), n))
+    return rd.Sweep(g, list(range(len(bytes_))), np.array(bytes_), np.array(psnrs, float), zeros + 0.01, zeros + 0.002)
+
+
 def test_classical_point_never_extrapolates(rd):
-    """Inside the measured range: interpolated in log bpp; outside: None."""
-    curve = ([1.0, 4.0], [20.0, 30.0])
-    assert rd.classical_point(curve, 2.0)["psnr"] == pytest.approx(25.0)
-    assert rd.classical_point(curve, 0.5) is None and rd.classical_point(curve, 5.0) is None
+    """Inside the measured range: interpolated in log bpp, each image's PSNR with the same weights;
+    outside: None."""
+    sw = _sweep(rd, [[8, 8], [32, 32]], [[18.0, 22.0], [28.0, 32.0]])  # 1 and 4 bpp
+    pt = rd.classical_point(sw, 2.0)
+    assert pt["psnr"] == pytest.approx(25.0) and pt["psnrs"] == pytest.approx([23.0, 27.0])
+    assert rd.classical_point(sw, 0.5) is None and rd.classical_point(sw, 5.0) is None
 
 
-def test_webp_curve_on_tiny_group(rd):
-    """The WebP sweep of a group gives increasing bytes with quality and PSNRs in range."""
+def test_allocated_point_fits_the_budget_and_beats_fixed_quality(rd):
+    """The allocated point spends at most the target's bytes and, where images differ in how cheap a
+    decibel is, gives a higher mean than one quality for all at the same rate."""
+    # settings cost 8, 16, 24 bytes; image 0 gains 10 then 1 dB, image 1 gains 0.5 then 0.5 dB
+    sw = _sweep(rd, [[8, 8], [16, 16], [24, 24]], [[20.0, 30.0], [30.0, 30.5], [31.0, 31.0]])
+    pt = rd.allocated_point(sw, 2.0)  # 2 bpp of 2 x 64 pixels: 32 bytes, what setting 1 spends
+    assert pt["bpp"] <= 2.0 and pt["qualities"] == [2, 0]
+    assert pt["psnr"] == pytest.approx(30.5) and rd.classical_point(sw, 2.0)["psnr"] == pytest.approx(30.25)
+    assert rd.allocated_point(sw, 0.5) is None
+
+
+def test_webp_sweep_on_tiny_group(rd):
+    """The WebP sweep of a group gives increasing bytes with quality, PSNRs in range and seconds."""
     g = rd.Group("g", _images(2, size=16), ["a.png", "b.png"])
-    bpps, psnrs = rd.classical_curve("webp", g)
-    assert len(bpps) == len(psnrs) >= 5 and bpps[-1] > bpps[0]
-    assert all(5 < p < 99 for p in psnrs)
+    sw = rd.classical_sweep("webp", g)
+    assert len(sw.bpp) == len(sw.psnr) >= 5 and sw.bpp[-1] > sw.bpp[0]
+    assert all(5 < p < 99 for p in sw.psnr) and (sw.encode_s > 0).all() and (sw.decode_s > 0).all()
 
 
 def test_summarise_counts_missing_groups(rd):
@@ -110,6 +131,33 @@ def test_summarise_counts_missing_groups(rd):
                    "per_group_psnr": [24.0, None, 26.0]}
     assert json.loads(json.dumps(row)) == row
     assert rd.summarise("x", 2.0, [None], 1)["psnr"] is None
+
+
+def test_summarise_spread_and_combine_equal_one_run(rd):
+    """With each image's PSNR, a row gives the hardest image, the mean within-group std and seconds per
+    image (mixinr's group encode split over its images); rows of two runs merged by `combine` equal the
+    row of one run over both groups."""
+    a = {"label": "a", "bpp": 1.0, "psnr": 25.0, "psnrs": [24.0, 26.0], "seconds": 10.0, "arch": "5x10",
+         "decode_s": [0.1, 0.3]}
+    b = {"label": "b", "bpp": 0.9, "psnr": 30.0, "psnrs": [27.0, 30.0, 33.0], "seconds": 30.0, "arch": "5x12",
+         "decode_s": [0.2, 0.2, 0.2]}
+    both = rd.summarise("mixinr-default", 1.0, [a, b], 2)
+    assert both["min"] == 24.0 and both["std"] == pytest.approx((1.0 + 6**0.5) / 2, abs=0.01)
+    assert both["encode_s_per_image"] == pytest.approx(8.0) and both["decode_s_per_image"] == pytest.approx(0.2)
+    merged = rd.combine([rd.summarise("mixinr-default", 1.0, [a], 1), rd.summarise("mixinr-default", 1.0, [b], 1),
+                         rd.summarise("webp", 1.0, [a], 1)])
+    assert merged[0] == both and merged[1]["method"] == "webp"
+
+
+def test_from_json_merges_and_prints(tmp_path, rd, capsys):
+    """--from-json without --plot prints the merged rows as JSON lines."""
+    a = {"label": "a", "bpp": 1.0, "psnr": 25.0, "psnrs": [24.0, 26.0], "encode_s": [0.1, 0.1]}
+    b = dict(a, label="b", psnr=27.0, psnrs=[27.0, 27.0])
+    for name, p in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps(rd.summarise("webp-allocated", 1.0, [p], 1)) + "\n")
+    assert rd.main(["--from-json", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["psnr"] == 26.0 and row["groups"] == 2 and row["min"] == 24.0
 
 
 def test_plot_from_saved_rows(tmp_path, rd):
