@@ -11,6 +11,12 @@ What a point is:
   group's (archive bits / the group's pixels). The mean point at a bpp budget is the mean PSNR over
   all images and total archive bits / total pixels.
 
+Allocated curves (`allocated_curve`): a classical codec given mixinr's freedom, each image's setting
+chosen so that its group's mean PSNR (or MS-SSIM) is highest within the group's bytes at each fixed
+setting (mixinr.allocate). Named `<codec>-allocated` (`-allocated-ms-ssim`); the plain name is fixed
+quality, one setting for every image. Every curve carries its spread per setting (the hardest image,
+the std over the images) and encode / decode seconds.
+
 BD-rate and BD-PSNR come from the `bjontegaard` package (pchip interpolation, integration over the
 overlap of the two curves only). Curves are first reduced to their RD envelope (sorted by bpp,
 keeping only points that raise the quality), since a quality sweep may hold dominated or duplicate
@@ -100,6 +106,9 @@ class Point:
     ms_ssim: float | None
     ssim: float | None
     group: int | None = None  # mixinr: which archive holds the image
+    encode_s: float | None = None  # seconds to encode this image (mixinr: its group's fit split evenly)
+    decode_s: float | None = None  # seconds to decode it from the bytes
+    quality: float | None = None  # allocated curves: the setting chosen for this image
 
 
 @dataclass
@@ -115,13 +124,23 @@ class Curve:
     ms_ssim: list[float | None] = field(default_factory=list)
     ssim: list[float | None] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # encoding time of all images at the setting
+    decode_seconds: list[float] = field(default_factory=list)  # decoding time of all images at the setting
+    psnr_min: list[float] = field(default_factory=list)  # spread: the hardest image at the setting
+    psnr_std: list[float] = field(default_factory=list)  # and the std over the images
     points: list[Point] = field(default_factory=list)
+    allocated: str | None = None  # allocated curves: the metric whose mean the allocation maximised
+    pixels: int = 0  # of all images (the rate's denominator)
 
     def add_setting(self, setting: float, points: list[Point], total_bytes: int, total_pixels: int, seconds: float):
         """Append one setting: its per-image points and the mean point (total bits / total pixels)."""
         self.settings.append(setting)
+        self.pixels = total_pixels
         self.bpp.append(bits_per_pixel(total_bytes, total_pixels))
         self.psnr.append(float(np.mean([p.psnr for p in points])))
+        sp = spread([p.psnr for p in points])
+        self.psnr_min.append(sp["min"])
+        self.psnr_std.append(sp["std"])
+        self.decode_seconds.append(float(sum(p.decode_s or 0.0 for p in points)))
         self.ms_ssim.append(_mean_or_none([p.ms_ssim for p in points]))
         self.ssim.append(_mean_or_none([p.ssim for p in points]))
         self.seconds.append(seconds)
@@ -129,7 +148,7 @@ class Curve:
 
     def to_json(self) -> dict:
         """CompressAI's layout ({name, description, results: {bpp, psnr-rgb, ms-ssim}}) plus ours."""
-        return {
+        out = {
             "name": self.name,
             "description": self.description,
             "setting": self.setting_name,
@@ -139,13 +158,21 @@ class Curve:
                 "psnr-rgb": self.psnr,
                 "ms-ssim": self.ms_ssim,
                 "ssim": self.ssim,
+                "psnr-rgb-min": self.psnr_min,
+                "psnr-rgb-std": self.psnr_std,
                 "seconds": self.seconds,
+                "decode-seconds": self.decode_seconds,
             },
             "per_image": [
                 {"image": p.image, "setting": p.setting, "group": p.group, "bytes": p.bytes, "bpp": p.bpp,
-                 "psnr-rgb": p.psnr, "ms-ssim": p.ms_ssim, "ssim": p.ssim} for p in self.points
+                 "psnr-rgb": p.psnr, "ms-ssim": p.ms_ssim, "ssim": p.ssim, "encode_s": p.encode_s,
+                 "decode_s": p.decode_s, **({} if p.quality is None else {"quality": p.quality})}
+                for p in self.points
             ],
         }
+        if self.allocated:
+            out["allocated"] = self.allocated
+        return out
 
 
 def _mean_or_none(values):
@@ -153,9 +180,9 @@ def _mean_or_none(values):
     return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
-def _point(name, setting, ref, dec, n_bytes, pixels, group=None) -> Point:
+def _point(name, setting, ref, dec, n_bytes, pixels, group=None, encode_s=None, decode_s=None) -> Point:
     return Point(name, setting, n_bytes, bits_per_pixel(n_bytes, pixels), psnr(ref, dec), ms_ssim(ref, dec),
-                 ssim(ref, dec), group)
+                 ssim(ref, dec), group, encode_s, decode_s)
 
 
 def measure_codec(codec: Codec, images, names, settings=None, on_step: Callable[[], None] | None = None) -> Curve:
@@ -165,14 +192,49 @@ def measure_codec(codec: Codec, images, names, settings=None, on_step: Callable[
     for s in codec.settings if settings is None else settings:
         points, total, seconds = [], 0, 0.0
         for name, img in zip(names, images):
-            t = time.perf_counter()
             coded = round_trip(codec, img, s)
-            seconds += time.perf_counter() - t
+            seconds += coded.encode_s
             total += coded.n_bytes
-            points.append(_point(name, s, img, coded.decoded, coded.n_bytes, img.shape[0] * img.shape[1]))
+            points.append(_point(name, s, img, coded.decoded, coded.n_bytes, img.shape[0] * img.shape[1],
+                                 encode_s=coded.encode_s, decode_s=coded.decode_s))
             if on_step:
                 on_step()
         curve.add_setting(s, points, total, pixels, seconds)
+    return curve
+
+
+ALLOCATED = "-allocated"  # an allocated curve's name: its codec's + this (+ "-ms-ssim" for that metric)
+
+
+def allocated_curve(fixed: Curve, groups: list[list[str]], metric: str = "psnr") -> Curve:
+    """The codec's allocated curve: at each setting s of its fixed-quality curve, every group gets the
+    bytes its images spend at s, and each image's setting is chosen so that the group's mean `metric`
+    is highest within them (mixinr.allocate) -- the freedom mixinr's archive has. One quality for all
+    is among the choices, so the allocated point is never worse nor dearer than the fixed one.
+    `groups` lists the image names of each group (mixinr's archives)."""
+    from mixinr.allocate import allocate
+
+    by_image: dict[str, list[Point]] = {}
+    for p in fixed.points:
+        by_image.setdefault(p.image, []).append(p)
+    value = (lambda p: p.psnr) if metric == "psnr" else (lambda p: p.ms_ssim)
+    name = fixed.name + ALLOCATED + ("" if metric == "psnr" else "-ms-ssim")
+    label = "PSNR" if metric == "psnr" else "MS-SSIM"
+    curve = Curve(name, f"{fixed.description}, allocated: per-image {fixed.setting_name} for the group's best "
+                        f"mean {label} within its bytes at each {fixed.setting_name}",
+                  f"{fixed.setting_name} whose bytes are the budget", allocated="psnr-rgb" if metric == "psnr" else "ms-ssim")
+    for s in fixed.settings:
+        points, total = [], 0
+        for names in groups:
+            options = [by_image[n] for n in names]
+            budget = sum(next(p.bytes for p in opts if p.setting == s) for opts in options)
+            picks = allocate([[(p.bytes, value(p)) for p in opts] for opts in options], budget)
+            for opts, j in zip(options, picks):
+                p = opts[j]
+                points.append(Point(p.image, s, p.bytes, p.bpp, p.psnr, p.ms_ssim, p.ssim, None, p.encode_s,
+                                    p.decode_s, p.setting))
+                total += p.bytes
+        curve.add_setting(s, points, total, fixed.pixels, float(sum(p.encode_s or 0.0 for p in points)))
     return curve
 
 
@@ -218,7 +280,10 @@ def measure_mixinr(images, names, bpps, groups: list[list[int]] | None = None, e
                 group_pixels = sum(im.shape[0] * im.shape[1] for im in imgs)
                 archive = archive_from_bytes(res.data)
                 for j, i in enumerate(idx):
-                    p = _point(names[i], budget, images[i], archive.decode(j), len(res.data), group_pixels, g)
+                    t = time.perf_counter()
+                    decoded = archive.decode(j)
+                    p = _point(names[i], budget, images[i], decoded, len(res.data), group_pixels, g,
+                               res.seconds / len(idx), time.perf_counter() - t)
                     if abs(p.psnr - res.images[j].psnr) > 0.01:
                         notices.append(f"mixinr: {names[i]} at {budget:g} bpp: encoder reported "
                                        f"{res.images[j].psnr:.2f} dB, the decoded archive gives {p.psnr:.2f} dB")
@@ -375,8 +440,9 @@ def results(curves: list[Curve], images: list[dict], skipped: list[str], notices
         for c in curves:
             if c is ref:
                 continue
-            bds.append(bd(c, ref, "psnr"))
-            if all(v is not None for v in c.ms_ssim + ref.ms_ssim):
+            if c.allocated in (None, "psnr-rgb"):
+                bds.append(bd(c, ref, "psnr"))
+            if c.allocated in (None, "ms-ssim") and all(v is not None for v in c.ms_ssim + ref.ms_ssim):
                 bds.append(bd(c, ref, "ms-ssim"))
     if targets is None:
         targets = sorted(set(ref.bpp)) if ref is not None else []
@@ -391,6 +457,12 @@ def results(curves: list[Curve], images: list[dict], skipped: list[str], notices
             "ms-ssim": f"pytorch-msssim, data range 255; null when an image side is under {MS_SSIM_MIN_SIDE} px",
             "ssim": "single-scale SSIM (pytorch-msssim, 11x11 Gaussian window), not MS-SSIM",
             "mixinr": "bytes are the whole archive, shared by the images of its group",
+            "allocated": f"<codec>{ALLOCATED}: per-image setting chosen for the group's best mean PSNR within "
+                         "the bytes the fixed setting spends on the group (mixinr.allocate); "
+                         f"<codec>{ALLOCATED}-ms-ssim likewise for MS-SSIM; the others: one setting for all",
+            "spread": "psnr-rgb-min: the hardest image; psnr-rgb-std: std over the images (population)",
+            "seconds": "encode (seconds) and decode (decode-seconds) of all images at the setting; "
+                       "per image encode_s / decode_s (mixinr: its group's encode split evenly)",
             "bd": f"bjontegaard package, {BD_METHOD}, over the curves' overlap; test = {reference}, "
                   "negative bd-rate / positive bd-quality = test better",
         },
@@ -404,7 +476,8 @@ def results(curves: list[Curve], images: list[dict], skipped: list[str], notices
     })
 
 
-CSV_FIELDS = ["codec", "setting", "image", "group", "width", "height", "bytes", "bpp", "psnr_rgb", "ms_ssim", "ssim"]
+CSV_FIELDS = ["codec", "setting", "image", "group", "width", "height", "bytes", "bpp", "psnr_rgb", "ms_ssim", "ssim",
+              "quality", "encode_s", "decode_s"]
 
 
 def results_csv(curves: list[Curve], sizes: dict[str, tuple[int, int]]) -> str:
@@ -422,7 +495,7 @@ def results_csv(curves: list[Curve], sizes: dict[str, tuple[int, int]]) -> str:
             w.writerow({k: fmt(v) for k, v in {
                 "codec": c.name, "setting": p.setting, "image": p.image, "group": p.group, "width": wd,
                 "height": h, "bytes": p.bytes, "bpp": p.bpp, "psnr_rgb": p.psnr, "ms_ssim": p.ms_ssim,
-                "ssim": p.ssim}.items()})
+                "ssim": p.ssim, "quality": p.quality, "encode_s": p.encode_s, "decode_s": p.decode_s}.items()})
     for c in curves:
         for i, s in enumerate(c.settings):
             at = [p for p in c.points if p.setting == s]
@@ -433,5 +506,5 @@ def results_csv(curves: list[Curve], sizes: dict[str, tuple[int, int]]) -> str:
             w.writerow({k: fmt(v) for k, v in {
                 "codec": c.name, "setting": s, "image": "(mean)", "group": None, "width": None, "height": None,
                 "bytes": n_bytes, "bpp": c.bpp[i], "psnr_rgb": c.psnr[i], "ms_ssim": c.ms_ssim[i],
-                "ssim": c.ssim[i]}.items()})
+                "ssim": c.ssim[i], "encode_s": c.seconds[i], "decode_s": c.decode_seconds[i]}.items()})
     return buf.getvalue()

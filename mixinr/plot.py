@@ -1,7 +1,8 @@
 """The RD plot: PSNR against bpp, one curve per codec, drawn from a `mixinr compare` results dict.
 
 mixinr is drawn thick and black on top; classical codecs in colour, each legend entry carrying
-mixinr's BD-rate against it. The bpp axis is logarithmic because header floors put 32x32 images
+mixinr's BD-rate against it: fixed quality solid, allocated (per-image quality within the group's
+bytes, mixinr.compare.allocated_curve) dashed in the same colour. The bpp axis is logarithmic because header floors put 32x32 images
 of some formats (JPEG, HEIC) at 4-9 bpp while others reach 0.5 bpp.
 """
 
@@ -49,6 +50,7 @@ def render(results: dict, metric: str = "psnr-rgb"):
     fig = Figure(figsize=(8.4, 4.6), dpi=100)
     ax = fig.add_subplot()
     extra = iter(["tab:gray", "tab:pink", "tab:olive", "tab:cyan"])
+    colours: dict[str, tuple[str, str]] = {}  # codecs without a style: one colour for both their curves
     for c in results["codecs"]:
         pts = [(b, q) for b, q in zip(c["results"]["bpp"], c["results"][metric]) if q is not None]
         if not pts:
@@ -58,10 +60,17 @@ def render(results: dict, metric: str = "psnr-rgb"):
         if c["name"] == "mixinr":
             ax.plot(xs, ys, color="black", marker="o", markersize=7, linewidth=2.6, zorder=10,
                     label="mixinr")
+        elif c.get("allocated") not in (None, metric):
+            continue  # an allocation for the other metric: not this plot's curve
         else:
-            colour, marker = _STYLE.get(c["name"], (next(extra, "tab:gray"), "o"))
-            label = c["description"].split(" (")[0] + _bd_label(results, c["name"], metric)
-            ax.plot(xs, ys, color=colour, marker=marker, markersize=4.5, linewidth=1.4, label=label)
+            base = c["name"].split("-allocated")[0]
+            colour, marker = _STYLE.get(base) or colours.setdefault(base, (next(extra, "tab:gray"), "o"))
+            allocated = c.get("allocated") is not None
+            label = (c["description"].split(" (")[0] + (", allocated" if allocated else "")
+                     + _bd_label(results, c["name"], metric))
+            ax.plot(xs, ys, color=colour, marker=marker, markersize=4.5, linewidth=1.4,
+                    linestyle="--" if allocated else "-", markerfacecolor="none" if allocated else colour,
+                    label=label)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

@@ -13,8 +13,8 @@ from PIL import Image
 
 from mixinr import baselines
 from mixinr.cli import main
-from mixinr.compare import (Curve, OutOfRange, at_bpp, bd, envelope, groups_of, interpolate_at, measure_codec,
-                            ms_ssim, ssim)
+from mixinr.compare import (Curve, OutOfRange, Point, allocated_curve, at_bpp, bd, envelope, groups_of,
+                            interpolate_at, measure_codec, ms_ssim, results, spread, ssim)
 from mixinr.images import write_png
 from mixinr.metrics import psnr
 
@@ -127,11 +127,22 @@ def test_cli_writes_json_csv_and_a_plot_with_every_codec(folder, tmp_path, capsy
     res = json.loads((out / "results.json").read_text())
     assert stdout["json"] == str(out / "results.json")
     names = [c["name"] for c in res["codecs"]]
-    assert names == ["mixinr", "jpeg", "webp", "avif", "heic", "jpegxl", "jpeg2000"], res["skipped"]
+    classical = ["jpeg", "webp", "avif", "heic", "jpegxl", "jpeg2000"]
+    assert names == ["mixinr"] + [n + s for n in classical for s in ("", "-allocated")], res["skipped"]
     for c in res["codecs"]:
         r = c["results"]
         assert {"bpp", "psnr-rgb", "ms-ssim"} <= set(r) and len(r["bpp"]) == len(r["psnr-rgb"]) == len(c["settings"])
         assert all(v is None for v in r["ms-ssim"])  # 16x16: too small for MS-SSIM
+        assert all(lo <= m for lo, m in zip(r["psnr-rgb-min"], r["psnr-rgb"])) and min(r["psnr-rgb-std"]) >= 0
+        assert all(p["encode_s"] > 0 and p["decode_s"] > 0 for p in c["per_image"])
+    by_name = {c["name"]: c for c in res["codecs"]}
+    for n in classical:  # allocated: never dearer nor worse than one quality for all, per group
+        fixed, alloc = by_name[n], by_name[n + "-allocated"]
+        assert alloc["allocated"] == "psnr-rgb" and alloc["settings"] == fixed["settings"]
+        assert all(p["quality"] in fixed["settings"] for p in alloc["per_image"])
+        for k in range(len(fixed["settings"])):
+            assert alloc["results"]["bpp"][k] <= fixed["results"]["bpp"][k] + 1e-12
+            assert alloc["results"]["psnr-rgb"][k] >= fixed["results"]["psnr-rgb"][k] - 1e-9
     mix = res["codecs"][0]
     assert mix["settings"] == [6, 12] and [im["name"] for im in res["images"]] == ["im0.png", "im1.png", "im2.png",
                                                                                    "im3.png"]
@@ -147,7 +158,7 @@ def test_cli_writes_json_csv_and_a_plot_with_every_codec(folder, tmp_path, capsy
     assert [row["bpp"] for row in res["at_bpp"]] == sorted(mix["results"]["bpp"])
 
     rows = (out / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("codec,setting,image,group,width,height,bytes,bpp,psnr_rgb,ms_ssim,ssim")
+    assert rows[0] == "codec,setting,image,group,width,height,bytes,bpp,psnr_rgb,ms_ssim,ssim,quality,encode_s,decode_s"
     for budget, n_bytes in archive_bytes.items():
         mean = [r.split(",") for r in rows if r.startswith(f"mixinr,{float(budget)},(mean),")]
         assert len(mean) == 1 and int(mean[0][6]) == n_bytes  # the two archives, each counted once
@@ -160,6 +171,7 @@ def test_cli_writes_json_csv_and_a_plot_with_every_codec(folder, tmp_path, capsy
     labels = [t.get_text() for t in render(res).axes[0].get_legend().get_texts()]
     for desc in ("mixinr", "JPEG", "WebP", "AVIF", "HEIC", "JPEG XL", "JPEG 2000"):
         assert any(label.split("  (")[0] == desc for label in labels), (desc, labels)
+        assert desc == "mixinr" or any(label.split("  (")[0] == desc + ", allocated" for label in labels)
 
 
 def test_cli_skips_a_missing_codec_with_a_notice(folder, tmp_path, monkeypatch, capsys):
@@ -174,7 +186,8 @@ def test_cli_skips_a_missing_codec_with_a_notice(folder, tmp_path, monkeypatch, 
     assert "wrote " in captured.out and "skipped: heic" in captured.out  # the human summary
     assert "mixinr: notice: heic: skipped, pillow-heif is not installed" in err
     res = json.loads((out / "results.json").read_text())
-    assert [c["name"] for c in res["codecs"]] == ["jpeg"] and res["skipped"][0].startswith("heic: skipped")
+    assert [c["name"] for c in res["codecs"]] == ["jpeg", "jpeg-allocated"]
+    assert res["skipped"][0].startswith("heic: skipped")
     assert plot.exists() and plot.with_suffix(".svg").exists() and res["bd"] == []
 
 
@@ -242,3 +255,46 @@ def test_plot_labels_carry_bd_rate_and_flag_thin_overlaps(tmp_path):
     assert any("less than 75%" in t for t in texts)
     png, svg = plot_rd(res, tmp_path / "p" / "rd.png")
     assert png.stat().st_size > 1000 and svg.read_text().lstrip().startswith("<?xml")
+
+
+def _fixed(table, ms=None) -> Curve:
+    """A hand-made fixed-quality curve: table[image] = [(bytes, psnr) per setting], 8x8 images."""
+    c = Curve("webp", "WebP (test)", "quality")
+    for k in range(len(next(iter(table.values())))):
+        pts = [Point(name, k, b, b * 8 / 64, q, None if ms is None else ms[name][k], None, encode_s=0.1, decode_s=0.01)
+               for name, row in table.items() for b, q in [row[k]]]
+        c.add_setting(k, pts, sum(p.bytes for p in pts), 64 * len(table), 0.1 * len(pts))
+    return c
+
+
+def test_allocated_curve_moves_bytes_within_each_group_only():
+    """Each group gets the bytes its own images spend at the setting: within group (a, b) bytes move
+    to the image where dB come cheap; group (c) alone keeps its setting; the mean point's bpp is
+    total bytes over total pixels, and the spread and seconds follow the chosen points."""
+    table = {"a": [(8, 20.0), (16, 30.0), (24, 31.0)], "b": [(8, 30.0), (16, 30.5), (24, 31.0)],
+             "c": [(8, 25.0), (16, 26.0), (24, 27.0)]}
+    alloc = allocated_curve(_fixed(table), [["a", "b"], ["c"]])
+    at1 = {p.image: p for p in alloc.points if p.setting == 1}
+    assert (at1["a"].quality, at1["b"].quality, at1["c"].quality) == (2, 0, 1)
+    assert alloc.bpp[1] == (24 + 8 + 16) * 8 / (3 * 64) and alloc.psnr[1] == pytest.approx((31 + 30 + 26) / 3)
+    assert alloc.psnr_min[1] == 26.0 and alloc.psnr_std[1] == pytest.approx(spread([31, 30, 26])["std"])
+    assert alloc.seconds[1] == pytest.approx(0.3) and alloc.decode_seconds[1] == pytest.approx(0.03)
+    # one group of all three: a's gain buys from b and c
+    assert allocated_curve(_fixed(table), [["a", "b", "c"]]).psnr[1] >= alloc.psnr[1]
+
+
+def test_ms_ssim_allocation_is_its_own_curve_and_bd_row():
+    """With MS-SSIM on every image, the MS-SSIM allocation maximises mean MS-SSIM (not PSNR), is named
+    <codec>-allocated-ms-ssim, and enters only the MS-SSIM BD rows; the PSNR allocation only the PSNR rows."""
+    table = {"a": [(8, 20.0), (16, 30.0), (24, 31.0)], "b": [(8, 30.0), (16, 30.5), (24, 31.0)]}
+    ms = {"a": [0.90, 0.91, 0.92], "b": [0.80, 0.90, 0.95]}  # MS-SSIM prefers bytes on b
+    fixed = _fixed(table, ms)
+    by_psnr, by_ms = allocated_curve(fixed, [["a", "b"]]), allocated_curve(fixed, [["a", "b"]], "ms-ssim")
+    assert by_ms.name == "webp-allocated-ms-ssim" and by_ms.allocated == "ms-ssim"
+    assert [p.quality for p in by_psnr.points if p.setting == 1] == [2, 0]
+    assert [p.quality for p in by_ms.points if p.setting == 1] == [0, 2]
+    mix = Curve("mixinr", "mixinr", "bpp", [1, 2], [1.0, 2.5], [27.0, 31.0], [0.9, 0.95], [None, None])
+    res = results([mix, fixed, by_psnr, by_ms], [{"name": "a", "width": 8, "height": 8}], [], [], {})
+    rows = {(b["anchor"], b["metric"]) for b in res["bd"]}
+    assert rows == {("webp", "psnr-rgb"), ("webp", "ms-ssim"), ("webp-allocated", "psnr-rgb"),
+                    ("webp-allocated-ms-ssim", "ms-ssim")}

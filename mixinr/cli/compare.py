@@ -84,7 +84,7 @@ def run_compare(args) -> int:
     from rich.console import Console
 
     from mixinr import baselines
-    from mixinr.compare import groups_of, measure_codec, measure_mixinr, results, results_csv
+    from mixinr.compare import ALLOCATED, allocated_curve, groups_of, measure_codec, measure_mixinr, results, results_csv
     from mixinr.images import atomic_write
     from mixinr.plot import plot_rd
 
@@ -152,8 +152,14 @@ def run_compare(args) -> int:
 
     if not curves:
         raise MixinrError("no codec could run (see the notices above)")
+    # each classical codec also given mixinr's freedom: per-image quality within each group's bytes
+    group_names = [[names[i] for i in g] for g in groups]
+    fixed = [c for c in curves if c.name != "mixinr"]
+    curves += [allocated_curve(c, group_names) for c in fixed]
+    if all(p.ms_ssim is not None for c in fixed for p in c.points):
+        curves += [allocated_curve(c, group_names, "ms-ssim") for c in fixed]
     order = {n: i for i, n in enumerate(codec_names)}
-    curves.sort(key=lambda c: order.get(c.name, len(order)))
+    curves.sort(key=lambda c: (order.get(c.name.split(ALLOCATED)[0], len(order)), c.name))
     images_meta = [{"name": n, "width": im.shape[1], "height": im.shape[0]} for n, im in zip(names, images)]
     config = {"codecs": codec_names, "bpp": args.bpp, "epochs": args.epochs, "group_size": args.group_size,
               "group_by": args.group_by, "groups": [[names[i] for i in g] for g in groups],
