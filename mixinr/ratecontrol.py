@@ -46,9 +46,11 @@ def within_budget(plan: Plan, budget: int, pixels: int, cfg: EncodeConfig) -> tu
     fits = _fits(plan, budget, cfg)
     if not fits:
         if plan.fixed_capacity:
-            raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes; a {plan.label(plan.fixed_capacity)} "
-                              f"network does not fit at {'any precision' if cfg.precision == 'auto' else cfg.precision}")
-        raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes, not enough for a {plan.label(1)} network")
+            at = "any precision" if cfg.precision == "auto" else cfg.precision
+            raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes; a "
+                              f"{plan.label(plan.fixed_capacity)} network does not fit at {at}")
+        raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes, not enough for a {plan.label(1)} "
+                          "network")
     # Each fit as it will be stored (fine-tuned where that helped): fine-tuning recovers most where rounding
     # cost most, so a wider fit that rounds badly can still end best.
     finished, trials = [], []

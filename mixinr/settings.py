@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from mixinr import bitstream
 from mixinr.errors import MixinrError
 
+
 @dataclass(frozen=True)
 class FitSchedule:
     """How each fit runs: Adam with one cosine from lr to lr / 100 over `epochs` full-batch epochs, then

@@ -114,7 +114,8 @@ class SirenPlan:
         arch = Arch(depth, width, cfg.sets, omega=cfg.omega, omega_first=cfg.omega)
         res = fit(self.images, arch, fit_config(cfg, f"fitting {depth}x{width}", fit_threads(self.pixels * width)))
         weights = None if cfg.objective == "mse" else psnr_weights(torch.tensor(res.best_mses))[1].numpy()
-        return SirenCandidate(res.model, res.best_score, self.images, self.names, self.sizes, cfg, image_weights=weights)
+        return SirenCandidate(res.model, res.best_score, self.images, self.names, self.sizes, cfg,
+                              image_weights=weights)
 
     def _overhead(self) -> int:
         """Bytes of a width-1 archive besides its weights stream (header, names, coefficients, checksum)."""
