@@ -280,14 +280,14 @@ def _group_record(p: dict) -> dict:
 
 def combine(rows: list[dict]) -> list[dict]:
     """Rows of separate runs (e.g. one class each) merged per (method, target, settings): the groups'
-    records are put together and summarised again, as one run over all of them would be. Rows without
-    records (older runs) are kept as they are."""
+    records are put together and summarised again, as one run over all of them would be (a row of one
+    run too, so older rows gain the spread). Rows without records are kept as they are."""
     merged: dict[tuple, list[dict]] = {}
     for r in rows:
         merged.setdefault((r["method"], r["bpp_target"], json.dumps(r.get("settings"), sort_keys=True)), []).append(r)
     out = []
     for (method, target, settings), rs in merged.items():
-        if len(rs) == 1 or not all("per_group" in r for r in rs):
+        if not all("per_group" in r for r in rs):
             out.extend(rs)
             continue
         records = [g for r in rs for g in r["per_group"]]

@@ -147,6 +147,8 @@ def test_summarise_spread_and_combine_equal_one_run(rd):
     merged = rd.combine([rd.summarise("mixinr-default", 1.0, [a], 1), rd.summarise("mixinr-default", 1.0, [b], 1),
                          rd.summarise("webp", 1.0, [a], 1)])
     assert merged[0] == both and merged[1]["method"] == "webp"
+    old = {k: v for k, v in rd.summarise("mixinr-default", 1.0, [a], 1).items() if k not in ("min", "std")}
+    assert rd.combine([old])[0]["min"] == 24.0  # a row written before the spread existed gains it
 
 
 def test_from_json_merges_and_prints(tmp_path, rd, capsys):
