@@ -8,6 +8,7 @@ reported for each image is decoded from the archive's own bytes, the path `mixin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mixinr import bitstream, ratecontrol, siren
+from mixinr import bitstream, ratecontrol, siren, target
 from mixinr.errors import MixinrError
 from mixinr.images import read_bytes
 from mixinr.representation import Decoder, Representation
@@ -46,6 +47,7 @@ class EncodeResult:
     precision: str
     coeffs: str  # the coefficient scheme stored ("auto" resolved)
     trials: list[dict] = field(default_factory=list)  # what rate control tried: width, precision, bytes, psnr
+    probes: list[tuple] = field(default_factory=list)  # with a psnr target: (budget, bpp, psnr) of each encode
 
     @property
     def bpp(self) -> float:
@@ -57,13 +59,45 @@ class EncodeResult:
 
 
 def encode(images: list[np.ndarray], names: list[str], cfg: EncodeConfig) -> EncodeResult:
-    """Fit, quantise and pack `images` into one archive (under cfg.bpp when given)."""
+    """Fit, quantise and pack `images` into one archive: under cfg.bpp when given; with cfg.psnr, the
+    smallest whose mean PSNR reaches it (mixinr.target: encodes at several budgets, fits reused)."""
     _check_inputs(images, names, cfg)
+    if cfg.psnr is None:
+        return _encode(images, names, cfg)
+    fits: dict = {}
+    start = time.perf_counter()
+    result = target.search(lambda bpp: _encode(images, names, dataclasses.replace(cfg, bpp=bpp, psnr=None), fits),
+                           cfg.psnr, cfg.psnr_search, cfg.progress)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+class _ReusedFits:
+    """A plan whose fits are kept in `fits` across the encodes of a --psnr search, by the plan's
+    fit_key(capacity) (what decides a fit besides the budget); plans without one fit afresh."""
+
+    def __init__(self, plan, fits: dict):
+        self._plan, self._fits = plan, fits
+
+    def __getattr__(self, name):
+        return getattr(self._plan, name)
+
+    def fit(self, capacity: int):
+        key = self._plan.fit_key(capacity)
+        if key not in self._fits:
+            self._fits[key] = self._plan.fit(capacity)
+        return self._fits[key]
+
+
+def _encode(images, names, cfg: EncodeConfig, fits: dict | None = None) -> EncodeResult:
+    """encode at cfg.bpp (or without a budget); `fits`: the fits of earlier encodes of the same images."""
     start = time.perf_counter()
     images = [np.ascontiguousarray(im) for im in images]
     sizes = [im.shape[:2] for im in images]
     pixels = sum(h * w for h, w in sizes)
     plan = REPRESENTATIONS[cfg.representation].plan(images, names, cfg)
+    if fits is not None and hasattr(plan, "fit_key"):
+        plan = _ReusedFits(plan, fits)
     if cfg.bpp is None:
         cand, setting, trials = ratecontrol.without_budget(plan, cfg)
     else:
@@ -111,6 +145,10 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
             raise MixinrError(f"{name}: image size {a.shape[0]}x{a.shape[1]} out of range")
     if cfg.bpp is not None and not (isinstance(cfg.bpp, (int, float)) and math.isfinite(cfg.bpp) and cfg.bpp > 0):
         raise MixinrError(f"--bpp must be a positive number, got {cfg.bpp}")
+    if cfg.bpp is not None and cfg.psnr is not None:
+        raise MixinrError("give --bpp or --psnr, not both")
+    if cfg.psnr is not None and not (isinstance(cfg.psnr, (int, float)) and math.isfinite(cfg.psnr) and cfg.psnr > 0):
+        raise MixinrError(f"--psnr must be a positive number of dB, got {cfg.psnr}")
     if cfg.objective not in OBJECTIVES:
         raise MixinrError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     if cfg.precision not in PRECISIONS:

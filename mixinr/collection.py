@@ -489,6 +489,8 @@ def settings_of(cfg: CollectionConfig) -> dict:
     enc = {k: asdict(v) if is_dataclass(v) else v for k, v in enc.items()
            if not (is_dataclass(v) and v == getattr(defaults, k))}
     enc = json.loads(json.dumps(enc))
+    if enc.get("psnr") is None:
+        enc.pop("psnr", None)  # a field newer than the first manifests: those still resume
     return {"grouping": cfg.grouping, "group_size": cfg.group_size, "encode": enc}
 
 

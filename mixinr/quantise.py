@@ -12,6 +12,7 @@ back 0.05-0.27 (docs/rd.md, sixth session); reconsidering the frozen elements to
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mixinr.model import MixtureSiren, using_threads
+from mixinr.progress import Bar
 from mixinr.train import FitConfig, Targets, fit, resolve_device
 
 MAX_LOSS_PIXELS = 1 << 17  # pixels the greedy choices are judged on (a regular sample beyond)
@@ -82,15 +84,20 @@ def fine_tune(model: MixtureSiren, images, steps: list[float], cfg: FitConfig, s
     """(a copy of `model` with every coded value on its step's grid, on the CPU; seconds taken). cfg.epochs
     per stage; the greedy rounding runs on cfg's device, like the fit."""
     start = time.perf_counter()
-    for fraction in stages:
-        model = fit(images, model.arch, cfg, init=model, frozen=on_grid(model, steps, fraction)).model
+    for k, fraction in enumerate(stages, 1):
+        stage = dataclasses.replace(cfg, description=f"{cfg.description}, stage {k}/{len(stages)} "
+                                                     f"({fraction:.0%} frozen)")
+        model = fit(images, model.arch, stage, init=model, frozen=on_grid(model, steps, fraction)).model
     model = copy.deepcopy(model)
     floats = [p.detach().clone() for p in model.coded_params()]
     elements = ambiguous(floats, steps)
     round_to_grid(model, steps)
     device = resolve_device(cfg.device)
-    with using_threads(cfg.threads):
-        greedy(model.to(device), floats, steps, elements, GroupLoss(images, image_weights, device))
+    # One forward pass per element: a minute or two on a 192x128 image, so it gets its own bar.
+    with using_threads(cfg.threads), Bar(f"{cfg.description}, rounding [{device.type}]", len(elements),
+                                         cfg.progress) as bar:
+        greedy(model.to(device), floats, steps, elements, GroupLoss(images, image_weights, device),
+               lambda done: bar.update(done, f"{done}/{len(elements)} values"))
     return model.cpu(), time.perf_counter() - start
 
 
@@ -106,13 +113,13 @@ def ambiguous(floats: list[Tensor], steps: list[float]) -> list[tuple[int, int]]
     return [(t, i) for _, t, i in order[:MAX_GREEDY]]
 
 
-def greedy(model: MixtureSiren, floats, steps, elements, loss) -> None:
+def greedy(model: MixtureSiren, floats, steps, elements, loss, on_step=None) -> None:
     """Each of `elements` in turn moves from its nearest grid point to its other grid neighbour (the
-    other side of its float value `floats`) where that lowers the loss."""
+    other side of its float value `floats`) where that lowers the loss. on_step(elements done) reports."""
     params = model.coded_params()
     best = loss(model)
     with torch.no_grad():
-        for t, i in elements:
+        for done, (t, i) in enumerate(elements, 1):
             flat, x = params[t].data.view(-1), floats[t].view(-1)[i].item()
             here = flat[i].clone()
             flat[i] = _moved(here, steps[t], -1 if here.item() > x else 1)
@@ -121,6 +128,8 @@ def greedy(model: MixtureSiren, floats, steps, elements, loss) -> None:
                 best = trial
             else:
                 flat[i] = here
+            if on_step:
+                on_step(done)
 
 
 def _moved(value: Tensor, step: float, direction: int) -> Tensor:

@@ -14,10 +14,13 @@ The representation is reached only through its Plan and Candidate (mixinr.repres
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from mixinr.errors import MixinrError
+from mixinr.errors import BudgetTooSmall
 from mixinr.metrics import psnr_from_mse
+from mixinr.progress import log
 from mixinr.representation import Candidate, Plan, Setting, finest_under
 from mixinr.settings import EncodeConfig, precision_bits
 
@@ -39,18 +42,23 @@ def without_budget(plan: Plan, cfg: EncodeConfig) -> tuple[Candidate, Setting, l
 
 def within_budget(plan: Plan, budget: int, pixels: int, cfg: EncodeConfig) -> tuple[Candidate, Setting, list[dict]]:
     """(candidate, setting, trials): the best mean PSNR among the finished fits' archives within `budget`."""
-    min_bytes = plan.min_bytes()
-    if min_bytes > budget:
-        raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes for {pixels} pixels, "
-                          f"even a {plan.label(1)} network needs about {min_bytes}")
-    fits = _fits(plan, budget, cfg)
+    # Before any fit: a fixed network's smallest archive is about min_bytes (one bit per value: a lower
+    # bound); a free one needs the budget at which its first capacity is at least 1.
+    need = plan.min_bytes() if plan.fixed_capacity else _first_capacity_budget(plan, _guessed_bits(cfg))
+    if need > budget:
+        net = plan.label(1)
+        raise BudgetTooSmall(f"budget too small: {cfg.bpp:g} bpp is {budget} bytes for {pixels} pixels, even a {net} "
+                             f"network needs about {need}: use --bpp {bpp_up(need, pixels):g} or more",
+                             bpp_up(need, pixels))
+    tried = _fits(plan, budget, cfg)
+    fits = [(c, s) for _, c, s in tried if s is not None]
     if not fits:
-        if plan.fixed_capacity:
-            at = "any precision" if cfg.precision == "auto" else cfg.precision
-            raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes; a "
-                              f"{plan.label(plan.fixed_capacity)} network does not fit at {at}")
-        raise MixinrError(f"budget too small: {cfg.bpp} bpp is {budget} bytes, not enough for a {plan.label(1)} "
-                          "network")
+        # The fits show exactly how small their archives get: the narrowest one's coarsest setting.
+        capacity, cand, _ = min(tried, key=lambda t: t[0])
+        need = bpp_up(len(cand.pack(cand.alpha_range()[1] if cfg.precision == "auto" else cfg.precision)), pixels)
+        where = "at any precision" if cfg.precision == "auto" else f"at {cfg.precision}"
+        raise BudgetTooSmall(f"budget too small: {cfg.bpp:g} bpp is {budget} bytes; a {plan.label(capacity)} "
+                             f"network does not fit {where}: use --bpp {need:g} or more", need)
     # Each fit as it will be stored (fine-tuned where that helped): fine-tuning recovers most where rounding
     # cost most, so a wider fit that rounds badly can still end best.
     finished, trials = [], []
@@ -63,15 +71,36 @@ def within_budget(plan: Plan, budget: int, pixels: int, cfg: EncodeConfig) -> tu
     return cand, setting, trials
 
 
-def _fits(plan: Plan, budget: int, cfg: EncodeConfig) -> list[tuple[Candidate, Setting]]:
-    """The fits rate control makes, each with its finest setting within the budget (those that fit):
+def bpp_up(n_bytes: int, pixels: int) -> float:
+    """n_bytes as bits per pixel, rounded up to 3 significant digits: a budget that holds n_bytes."""
+    bpp = n_bytes * 8 / pixels
+    scale = 10 ** (2 - math.floor(math.log10(bpp)))
+    return math.ceil(bpp * scale - 1e-9) / scale
+
+
+def _first_capacity_budget(plan: Plan, bits: float) -> int:
+    """The smallest budget whose capacity_for(budget, bits) is at least 1 (capacity grows with the budget)."""
+    lo = hi = max(plan.min_bytes(), 1)
+    while plan.capacity_for(hi, bits) < 1:
+        lo, hi = hi, hi * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if plan.capacity_for(mid, bits) >= 1:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def _fits(plan: Plan, budget: int, cfg: EncodeConfig) -> list[tuple[int, Candidate, Setting | None]]:
+    """The fits rate control makes, (capacity, candidate, its finest setting within the budget or None):
     the first at the capacity the guessed bits per value allow, a refit where that one lands off aim."""
     rate = cfg.rate
     capacity = plan.fixed_capacity or plan.capacity_for(budget, _guessed_bits(cfg))
     tried: dict[int, tuple[Candidate, Setting | None]] = {}
     while capacity >= 1 and capacity not in tried:
         cand = plan.fit(capacity)
-        setting = _best_setting(cand, budget, cfg.precision)
+        setting = _best_setting(cand, budget, cfg.precision, cfg.progress)
         tried[capacity] = (cand, setting)
         if plan.fixed_capacity:
             break
@@ -84,7 +113,7 @@ def _fits(plan: Plan, budget: int, cfg: EncodeConfig) -> list[tuple[Candidate, S
         measured = max(plan.bits_per_value(cand, aim), MIN_MEASURED_BITS)
         nxt = plan.capacity_for(budget, measured)
         capacity = min(nxt, capacity - 1) if setting is None else nxt
-    return [(c, s) for c, s in tried.values() if s is not None]
+    return [(c, *t) for c, t in tried.items()]
 
 
 def _guessed_bits(cfg: EncodeConfig) -> float:
@@ -96,10 +125,10 @@ def _guessed_bits(cfg: EncodeConfig) -> float:
     return max(1.0, precision_bits(cfg.precision) - ENTROPY_SAVING_BITS)
 
 
-def _best_setting(cand: Candidate, budget: int, precision: str) -> Setting | None:
+def _best_setting(cand: Candidate, budget: int, precision: str, show=None) -> Setting | None:
     """The finest alpha within the budget ("auto"), or the fixed precision if its archive fits."""
     if precision == "auto":
-        return finest_under(cand, budget)
+        return finest_under(cand, budget, show)
     return precision if len(cand.pack(precision)) <= budget else None
 
 
@@ -113,12 +142,12 @@ def finish(cand: Candidate, setting: Setting, budget: int, cfg: EncodeConfig) ->
     # Retraining and the greedy rounding move the coded size by a few bytes: aim cfg.qat.margin_bytes under
     # the budget so the result fits at the steps it was tuned to. Else the finest steps that fit, which
     # round every weight again and lose most of what fine-tuning won (docs/codec.md).
-    aim = finest_under(cand, budget - cfg.qat.margin_bytes) or setting
+    aim = finest_under(cand, budget - cfg.qat.margin_bytes, cfg.progress) or setting
     tuned = cand.fine_tuned(aim, epochs)
     if tuned is None:  # the representation has no fine-tuning
         return cand, setting, [before]
     requantised = len(tuned.pack(aim)) > budget
-    tuned_setting = finest_under(tuned, budget) if requantised else aim
+    tuned_setting = finest_under(tuned, budget, cfg.progress) if requantised else aim
     if tuned_setting is None:
         return cand, setting, [before]
     after = trial(tuned, tuned_setting, qat_epochs=epochs, qat_seconds=tuned.qat_seconds, requantised=requantised)
@@ -129,7 +158,11 @@ def finish(cand: Candidate, setting: Setting, budget: int, cfg: EncodeConfig) ->
 def trial(cand: Candidate, setting: Setting, **extra) -> dict:
     """What EncodeResult.trials records of one archive rate control looked at."""
     alpha = None if isinstance(setting, str) else setting
-    return {**cand.describe(), "precision": cand.precision(setting), "alpha": alpha,
-            "predicted_loss_db": None if alpha is None else cand.predicted_loss_db(alpha),
-            "float_psnr": psnr_from_mse(cand.float_mse),
-            "bytes": len(cand.pack(setting)), "psnr": float(np.mean(cand.psnrs(setting))), **extra}
+    t = {**cand.describe(), "precision": cand.precision(setting), "alpha": alpha,
+         "predicted_loss_db": None if alpha is None else cand.predicted_loss_db(alpha),
+         "float_psnr": psnr_from_mse(cand.float_mse),
+         "bytes": len(cand.pack(setting)), "psnr": float(np.mean(cand.psnrs(setting))), **extra}
+    shape = " ".join(f"{k} {v}" for k, v in cand.describe().items())
+    log.info(f"{shape}, {t['precision']}{', fine-tuned' if extra else ''}: {t['bytes']} B, {t['psnr']:.2f} dB"
+             + ("" if alpha is None else f" (quantisation predicted to cost {t['predicted_loss_db']:.2f} dB)"))
+    return t

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from mixinr.progress import Bar
+
 Setting = float | str  # alpha (steps scaled by one number) or a fixed precision: "fp16", "q<bits>"
 
 # Alphas worth storing for candidates whose steps follow sensitivities (noise_alpha_range): from a
@@ -125,19 +127,22 @@ class Representation:
     read: Callable[[bytes, str], Decoder]  # (archive bytes, source for messages) -> Decoder
 
 
-def finest_under(cand: Candidate, budget: int) -> float | None:
-    """The smallest alpha (best quality) in cand.alpha_range() whose archive fits `budget` bytes, or None."""
+def finest_under(cand: Candidate, budget: int, show: bool | None = None) -> float | None:
+    """The smallest alpha (best quality) in cand.alpha_range() whose archive fits `budget` bytes, or None.
+    `show`: its progress (mixinr.progress), for a large network's packs."""
     lo, hi = (math.log(a) for a in cand.alpha_range())
     if len(cand.pack(math.exp(hi))) > budget:
         return None
     if len(cand.pack(math.exp(lo))) <= budget:
         return math.exp(lo)
-    for _ in range(BISECTION_STEPS):  # bytes fall as alpha grows: bisect in log alpha
-        mid = (lo + hi) / 2
-        if len(cand.pack(math.exp(mid))) <= budget:
-            hi = mid
-        else:
-            lo = mid
+    with Bar("choosing steps", BISECTION_STEPS, show) as bar:
+        for k in range(BISECTION_STEPS):  # bytes fall as alpha grows: bisect in log alpha
+            mid = (lo + hi) / 2
+            if len(cand.pack(math.exp(mid))) <= budget:
+                hi = mid
+            else:
+                lo = mid
+            bar.update(k + 1, f"{len(cand.pack(math.exp(hi)))} B of {budget}")
     return math.exp(hi)
 
 

@@ -55,6 +55,20 @@ class QatConfig:
     margin_bytes: int = 4  # aim one range-coder word under the budget: else half came out 3-4 bytes over
 
 
+@dataclass(frozen=True)
+class PsnrSearch:
+    """The search for a PSNR target (`--psnr`, mixinr.target; docs/codec.md, "Quality target")."""
+
+    start_bpp: float = 2.0  # the first probe; CIFAR-10 groups reach 30 dB about there (docs/rd.md)
+    max_bpp: float = 24.0  # 8-bit RGB's raw rate: a budget above it is never needed
+    db_per_doubling: float = 5.0  # the bracket's steps: CIFAR-10 groups gained 4.5 / 5.1 dB from 1 to 2 / 2 to 4 bpp
+    rel_tol: float = 0.05  # the bracket's ends this close: the answer at most 5% above the smallest budget
+    max_probes: int = 10  # a hard stop; 4-7 encodes on the tests' curves and groups
+    # A probe whose archive uses less than this share of its budget had nothing to spend more on (a fixed
+    # network at its finest steps): a larger budget gives the same archive.
+    saturated_share: float = 0.75
+
+
 # The encoder's omega: 15 (with lr 2e-3) beat the seed's 30, which the format implies for archives
 # without stored omegas (bitstream.IMPLICIT_OMEGA).
 ENCODER_OMEGA = 15.0
@@ -68,7 +82,8 @@ def precision_bits(precision: str) -> int:
     return int(precision[1:])
 
 
-_NESTED = {"schedule": FitSchedule, "rules": NetworkRules, "rate": RateControl, "qat": QatConfig}
+_NESTED = {"schedule": FitSchedule, "rules": NetworkRules, "rate": RateControl, "qat": QatConfig,
+           "psnr_search": PsnrSearch}
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,8 @@ class EncodeConfig:
     """What encode does. The flat fields are the command line's; None takes the nested settings' value
     (epochs -> schedule.epochs, ...). Nested settings given as dicts (JSON) become their classes."""
 
-    bpp: float | None = None  # hard cap on archive bits / total pixels; None -> explicit depth/width
+    bpp: float | None = None  # hard cap on archive bits / total pixels; None -> psnr, or explicit depth/width
+    psnr: float | None = None  # instead of bpp: the smallest archive whose mean PSNR reaches this (mixinr.target)
     depth: int | None = None  # None -> by image size (rules)
     width: int | None = None
     sets: int = 3  # K: 3 with learned coefficients and omega 20 gave +1.1 to +1.9 dB over the seed's 2
@@ -96,6 +112,7 @@ class EncodeConfig:
     rules: NetworkRules = NetworkRules()
     rate: RateControl = RateControl()
     qat: QatConfig = QatConfig()
+    psnr_search: PsnrSearch = PsnrSearch()
 
     def __post_init__(self):
         for name, cls in _NESTED.items():

@@ -25,7 +25,6 @@ import copy
 import importlib.util
 import math
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from torch._dynamo import config as dynamo_config
 
 from mixinr.metrics import psnr_from_mse
 from mixinr.model import Arch, MixtureSiren, auto_threads, forward_mixed, from_uint8, grid, mix_layers, using_threads
+from mixinr.progress import Bar
 
 
 @dataclass
@@ -418,46 +418,31 @@ def fit(images: list[np.ndarray], arch: Arch, cfg: FitConfig, init: MixtureSiren
     start = time.perf_counter()
     with fitter, _Progress(cfg, fitter.device) as bar:
         for epoch in range(cfg.epochs):
-            bar.update(epoch, fitter.epoch())
-        fitter.polish(cfg.lbfgs_steps, lambda done, loss: bar.update(cfg.epochs + done - 1, loss))
+            bar.update(epoch + 1, fitter.epoch())
+        fitter.polish(cfg.lbfgs_steps, lambda done, loss: bar.update(cfg.epochs + done, loss))
     result = fitter.result()
     result.seconds = time.perf_counter() - start
     return result
 
 
 class _Progress:
-    """A rich bar (epoch, loss, PSNR estimate, ETA), refreshed a few hundred times at most."""
+    """The fit's bar (mixinr.progress): Adam epochs, then L-BFGS iterations, each counted as what it is."""
 
     def __init__(self, cfg: FitConfig, device):
-        show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
-        self.total = cfg.epochs + cfg.lbfgs_steps
-        self.every, self.shown = max(1, self.total // 200), 0
-        self.bar = None
-        if show:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn(f"{cfg.description} [{device.type}]"),
-                BarColumn(),
-                TextColumn("epoch {task.completed}/{task.total}"),
-                TextColumn("loss {task.fields[loss]:.2e}  ~{task.fields[psnr]:.2f} dB"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
+        self.epochs, self.steps = cfg.epochs, cfg.lbfgs_steps
+        self.bar = Bar(f"{cfg.description} [{device.type}]", cfg.epochs + cfg.lbfgs_steps, cfg.progress)
 
     def __enter__(self):
-        if self.bar:
-            self.bar.start()
-            self.task = self.bar.add_task("fit", total=self.total, loss=math.nan, psnr=0.0)
+        self.bar.__enter__()
         return self
 
-    def update(self, epoch: int, loss: float):
-        if self.bar and (epoch + 1 - self.shown >= self.every or epoch + 1 == self.total):
-            self.shown = epoch + 1
-            self.bar.update(self.task, completed=epoch + 1, loss=loss, psnr=psnr_from_mse(loss))
+    def update(self, done: int, loss: float):
+        """`done` epochs and L-BFGS iterations together are finished; `loss` is the latest."""
+        if done <= self.epochs:
+            stage = f"epoch {done}/{self.epochs}" + (f" (then {self.steps} L-BFGS steps)" if self.steps else "")
+        else:
+            stage = f"L-BFGS step {done - self.epochs}/{self.steps}"
+        self.bar.update(done, f"{stage}  loss {loss:.2e}  ~{psnr_from_mse(loss):.2f} dB")
 
     def __exit__(self, *exc):
-        if self.bar:
-            self.bar.stop()
+        self.bar.__exit__(*exc)

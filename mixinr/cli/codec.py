@@ -4,53 +4,109 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 
 from mixinr.bitstream import SCHEMES
-from mixinr.cli import add_json_flag, emit
+from mixinr.cli import add_json_flag, add_threads_flag, emit, plural, times
 from mixinr.errors import MixinrError
+from mixinr.settings import FitSchedule, QatConfig
+
+
+ENCODE_USAGE = "%(prog)s INPUT... -o OUT.mixinr (--bpp B | --psnr DB | --depth D --width W) [options]"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("encode", help="compress images into one .mixinr archive",
-                       description="Fit one mixture SIREN to all INPUT images and write it as an archive.")
+    p = sub.add_parser("encode", help="compress images into one .mixinr archive", usage=ENCODE_USAGE,
+                       description="Fit one mixture SIREN to all INPUT images and write it as an archive. Give "
+                                   "a budget (--bpp), a quality target (--psnr), or a fixed network without a "
+                                   "budget (--depth and --width).")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (their images, sorted by name)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.mixinr")
-    p.add_argument("--bpp", type=float, help="bits per pixel the archive must not exceed (rate control)")
-    p.add_argument("--depth", type=int,
-                   help="sine layers (default with --bpp: by image size, 5 up to 64x64 pixels, deeper above)")
-    p.add_argument("--width", type=int, help="units per layer (with --bpp: fixed, else chosen by rate control)")
-    add_network_flags(p)
-    p.add_argument("--precision", default="auto", metavar="P",
-                   help="auto (default), fp16, or q2..q16 (quantised, entropy coded)")
-    p.add_argument("--epochs", type=int, help="Adam's full-batch epochs (default 3000)")
-    p.add_argument("--lbfgs-steps", type=int, metavar="S",
-                   help="L-BFGS iterations after the epochs (default: four times the epochs, 12000; 0: off)")
-    p.add_argument("--qat-epochs", type=int, metavar="E",
-                   help="epochs of quantisation-aware fine-tuning (incremental, all stages together) after the steps "
-                        "are chosen (default 600; 0: off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.mixinr", help="the archive to write")
+    add_encode_flags(p)
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    add_threads_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run_encode)
 
-    p = sub.add_parser("decode", help="decode images from an archive (or a collection manifest) to PNG")
+    p = sub.add_parser("decode", help="decode images from an archive (or a collection manifest) to PNG",
+                       usage="%(prog)s ARCHIVE (-o OUTDIR | -o FILE.png | -o - | --grid SHEET.png) [options]",
+                       description="Decode the images of ARCHIVE (all, or those --index / --name select) to PNG: "
+                                   "into a folder as <stem>.png, into one FILE.png, or on stdout (-o -); "
+                                   "--grid also draws them on one contact sheet.")
     p.add_argument("archive", metavar="ARCHIVE", help=".mixinr archive, or a collection's manifest.json")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="a folder for <stem>.png files; a FILE.png for one image; - for one image's PNG on stdout")
     p.add_argument("--index", type=int, nargs="+", action="extend", metavar="I", help="only these images (0-based)")
     p.add_argument("--name", nargs="+", action="extend", metavar="NAME", help="only the images with these names")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", metavar="HxW", help="decode at this height x width (any resolution)")
     size.add_argument("--scale", type=float, metavar="S", help="decode at S times the original size")
+    p.add_argument("--grid", metavar="SHEET.png",
+                   help="write one contact sheet: each decode (beside its original with --originals), with "
+                        "PSNR and the archive's bpp")
+    p.add_argument("--originals", metavar="DIR",
+                   help="folder of the original images (found by their stored names): shown on the --grid "
+                        "sheet and measured (PSNR)")
     p.add_argument("--force", action="store_true", help="overwrite existing PNG files")
+    add_threads_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run_decode)
 
     p = sub.add_parser("info", help="describe an archive: version, network, images, bytes per section")
-    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("archive", metavar="ARCHIVE", help=".mixinr archive to describe (read only)")
     add_json_flag(p)
     p.set_defaults(run=run_info)
+
+
+def add_encode_flags(p, per: str = "") -> None:
+    """What `encode` and `encode-collection` share: budget or target, network, precision, schedule, seed,
+    device (one definition; `per` says what a budget applies to, e.g. " per group")."""
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--bpp", type=float, metavar="B",
+                        help=f"bits per pixel the archive must not exceed{per} (rate control)")
+    target.add_argument("--psnr", type=float, metavar="DB",
+                        help=f"instead of --bpp: the smallest archive{per} whose mean PSNR reaches DB dB "
+                             "(bisection over the budget: several encodes, fits reused)")
+    p.add_argument("--depth", type=int, metavar="D",
+                   help="sine layers (default with --bpp/--psnr: by image size, 5 up to 64x64 pixels, deeper above)")
+    p.add_argument("--width", type=int, metavar="W",
+                   help="units per layer (with --bpp/--psnr: fixed, else chosen by rate control; with --depth "
+                        "and no budget: the network, stored at fine steps)")
+    add_network_flags(p)
+    p.add_argument("--precision", default="auto", metavar="P",
+                   help="auto (default), fp16, or q2..q16 (quantised, entropy coded)")
+    add_schedule_flags(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the network's initial weights (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to fit: auto (default: CUDA when present, else the CPU), cpu or cuda")
+
+
+def add_schedule_flags(p) -> None:
+    """--epochs, --lbfgs-steps, --qat-epochs, their defaults quoted from the settings (FitSchedule, QatConfig)."""
+    sched = FitSchedule()
+    p.add_argument("--epochs", type=int, metavar="E", help=f"Adam's full-batch epochs (default {sched.epochs})")
+    p.add_argument("--lbfgs-steps", type=int, metavar="S",
+                   help=f"L-BFGS iterations after the epochs (default: {times(sched.lbfgs_share)} the epochs, "
+                        f"{round(sched.lbfgs_share * sched.epochs)}; 0: off)")
+    p.add_argument("--qat-epochs", type=int, metavar="E",
+                   help="epochs of quantisation-aware fine-tuning (incremental, all stages together) after the steps "
+                        f"are chosen (default {QatConfig().epochs}; 0: off)")
+
+
+def encode_config(args, **extra):
+    """The EncodeConfig of add_encode_flags' arguments; unset ones keep EncodeConfig's defaults."""
+    from mixinr.codec import EncodeConfig
+
+    return EncodeConfig(bpp=args.bpp, psnr=args.psnr, depth=args.depth, width=args.width, **network_settings(args),
+                        precision=args.precision, epochs=args.epochs, lbfgs_steps=args.lbfgs_steps,
+                        qat_epochs=args.qat_epochs, seed=args.seed, device=args.device, **extra)
+
+
+def check_target(args) -> None:
+    """A budget (--bpp), a target (--psnr), or a fixed network (--depth and --width): one is needed."""
+    if args.bpp is None and args.psnr is None and (args.depth is None or args.width is None):
+        raise MixinrError("give --bpp B or --psnr DB (or, for a fixed network without a budget, --depth and --width)")
 
 
 def add_network_flags(p) -> None:
@@ -82,9 +138,10 @@ def _console():
 
 
 def run_encode(args) -> int:
-    from mixinr.codec import EncodeConfig, encode
+    from mixinr.codec import encode
     from mixinr.images import atomic_write, expand_inputs, read_image
 
+    check_target(args)
     out = Path(args.output)
     if out.exists() and not args.force:
         raise MixinrError(f"{out}: already exists (use --force to overwrite)")
@@ -92,11 +149,7 @@ def run_encode(args) -> int:
         raise MixinrError(f"{out}: is a directory")
     paths = expand_inputs(args.inputs)
     images = [read_image(p) for p in paths]
-    cfg = EncodeConfig(bpp=args.bpp, depth=args.depth, width=args.width, **network_settings(args),
-                       precision=args.precision, epochs=args.epochs, lbfgs_steps=args.lbfgs_steps,
-                       qat_epochs=args.qat_epochs, seed=args.seed,
-                       device=args.device)
-    result = encode(images, [p.name for p in paths], cfg)
+    result = encode(images, [p.name for p in paths], encode_config(args))
     atomic_write(out, result.data, force=args.force)
     payload = {"archive": str(out), **encode_summary(result)}
     emit(args, payload, _human_encode)
@@ -117,7 +170,15 @@ def encode_summary(result) -> dict:
         "precision": result.precision,
         "images": [{"name": im.name, "width": im.width, "height": im.height, "psnr": im.psnr}
                    for im in result.images],
+        "probes": [{"budget": b, "bpp": r, "psnr": p} for b, r, p in result.probes],  # --psnr's encodes
+        "threads": _torch_threads(),
     }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def images_table(title: str, p: dict, archive_label: str, archive_rate: str):
@@ -139,7 +200,8 @@ def _human_encode(p: dict) -> None:
     title = f"{p['archive']}: {p['depth']}x{p['width']}, K={p['sets']}, {p['coeffs']}, {p['precision']}"
     console = _console()
     console.print(images_table(title, p, "archive", f"{p['bytes']} B, {p['bpp']:.3f} bpp"))
-    console.print(f"{len(p['images'])} images in {p['seconds']:.1f} s")
+    searched = f" ({plural(len(p['probes']), 'encode')} to reach the PSNR target)" if p["probes"] else ""
+    console.print(f"{plural(len(p['images']), 'image')} in {p['seconds']:.1f} s{searched}")
 
 
 # ---------------------------------------------------------------------------------------- decode
@@ -167,7 +229,9 @@ def _target_size(args, original: tuple[int, int]) -> tuple[int, int] | None:
 
 def run_decode(args) -> int:
     from mixinr.codec import archive_from_bytes, read_archive
-    from mixinr.images import read_bytes, write_png
+    from mixinr.images import png_bytes, read_bytes, write_png
+    from mixinr.metrics import psnr
+    from mixinr.sheet import Entry, contact_sheet
 
     src = Path(args.archive)
     raw = read_bytes(src, "an archive")
@@ -199,9 +263,7 @@ def run_decode(args) -> int:
         entries = list({id(by_name[n]): by_name[n] for n in args.name}.values())
 
     # Plan every output (archive, index, size, file) before writing any, so errors leave nothing behind.
-    outdir = Path(args.output)
-    if outdir.exists() and not outdir.is_dir():
-        raise MixinrError(f"{outdir}: exists and is not a directory")
+    mode = _output_mode(args, len(entries), src)
     plan, used = [], set()
     for e in entries:
         if e["archive"] not in archives:
@@ -209,31 +271,100 @@ def run_decode(args) -> int:
         a = archives[e["archive"]]
         if e["index"] >= len(a.names):
             raise MixinrError(f"{e['archive']}: no image {e['index']} (manifest entry {e['name']!r})")
-        stem = Path(a.names[e["index"]]).stem
-        name, k = f"{stem}.png", 1
-        while name in used:  # same stem from different folders: keep both
-            name, k = f"{stem}-{k}.png", k + 1
-        used.add(name)
-        target = outdir / name
-        if target.exists() and not args.force:
+        target = None
+        if mode == "file":
+            target = Path(args.output)
+        elif mode == "dir":
+            stem = Path(a.names[e["index"]]).stem
+            name, k = f"{stem}.png", 1
+            while name in used:  # same stem from different folders: keep both
+                name, k = f"{stem}-{k}.png", k + 1
+            used.add(name)
+            target = Path(args.output) / name
+        if target is not None and target.exists() and not args.force:
             raise MixinrError(f"{target}: already exists (use --force to overwrite)")
         size = _target_size(args, a.sizes[e["index"]])
-        plan.append((a, e["index"], size, target))
+        original = _original(args.originals, a.names[e["index"]], a.sizes[e["index"]]) if args.originals else None
+        plan.append((a, e["index"], size, target, original))
+    grid = Path(args.grid) if args.grid else None
+    if grid is not None and grid.exists() and not args.force:
+        raise MixinrError(f"{grid}: already exists (use --force to overwrite)")
 
-    done = []
-    for a, index, size, target in plan:
+    done, sheet = [], []
+    for a, index, size, target, original in plan:
         img = a.decode(index, size)
-        write_png(target, img, force=True)
-        done.append({"index": index, "name": a.names[index], "archive": a.source, "file": str(target),
-                     "height": int(img.shape[0]), "width": int(img.shape[1])})
-    emit(args, {"archive": str(src), "outdir": str(outdir), "images": done}, _human_decode)
+        if mode == "stdout":
+            sys.stdout.buffer.write(png_bytes(img))
+            sys.stdout.buffer.flush()
+        elif target is not None:
+            write_png(target, img, force=True)
+        quality = psnr(img, original) if original is not None and img.shape == original.shape else None
+        bpp = a.n_bytes * 8 / sum(h * w for h, w in a.sizes)
+        done.append({"index": index, "name": a.names[index], "archive": a.source,
+                     "file": None if target is None else str(target), "height": int(img.shape[0]),
+                     "width": int(img.shape[1]), "bpp": bpp, "psnr": quality})
+        if grid is not None:
+            sheet.append(Entry(a.names[index], img, bpp, original, quality))
+    if grid is not None:
+        write_png(grid, contact_sheet(sheet), force=True)
+    payload = {"archive": str(src), "output": args.output, "outdir": args.output if mode == "dir" else None,
+               "grid": args.grid, "images": done}
+    emit(args, payload, lambda p: _human_decode(p, stderr=mode == "stdout"))
     return 0
 
 
-def _human_decode(p: dict) -> None:
-    console = _console()
+def _output_mode(args, n: int, src: Path) -> str | None:
+    """Where decoded images go: "dir" (OUTDIR/<stem>.png), "file" (one FILE.png), "stdout" (-o -), or None
+    (only the --grid sheet). One image for "file" and "stdout"."""
+    out = args.output
+    if out is None:
+        if not args.grid:
+            raise MixinrError("say where the images go: -o OUTDIR, -o FILE.png, -o - (stdout) or --grid SHEET.png")
+        return None
+    if out == "-":
+        mode = "stdout"
+        if args.json:
+            raise MixinrError("-o - writes the PNG on stdout: --json cannot share it")
+    elif Path(out).suffix.lower() == ".png" and not Path(out).is_dir():
+        mode = "file"
+    else:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise MixinrError(f"{out}: exists and is not a directory")
+        return "dir"
+    if n != 1:
+        raise MixinrError(f"-o {out} takes one image and {src} has {n} selected: choose one with --index or --name")
+    return mode
+
+
+def _original(folder: str, name: str, size):
+    """The original of stored image `name` in `folder` (by its stored path, else its file name), checked
+    against the stored size."""
+    from mixinr.images import read_image
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise MixinrError(f"{root}: --originals needs a folder")
+    for path in (root / name, root / Path(name).name):
+        if path.is_file():
+            img = read_image(path)
+            if img.shape[:2] != tuple(size):
+                raise MixinrError(f"{path}: {img.shape[0]}x{img.shape[1]} pixels, the archive's {name!r} is "
+                                  f"{size[0]}x{size[1]}: not its original")
+            return img
+    raise MixinrError(f"{root}: no original for {name!r}")
+
+
+def _human_decode(p: dict, stderr: bool = False) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
     for d in p["images"]:
-        console.print(f"{d['file']}  {d['width']}x{d['height']}  (image {d['index']} of {d['archive']})")
+        where = d["file"] or ("stdout" if p["output"] == "-" else "the sheet")
+        quality = "" if d["psnr"] is None else f", {d['psnr']:.2f} dB"
+        console.print(f"{where}  {d['width']}x{d['height']}{quality}  (image {d['index']} of {d['archive']})",
+                      markup=False, highlight=False)
+    if p["grid"]:
+        console.print(f"contact sheet: {p['grid']}", markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------------------------- info

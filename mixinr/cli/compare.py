@@ -10,8 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from mixinr.cli import add_json_flag, emit
+from mixinr.cli import add_json_flag, add_threads_flag, emit, times
 from mixinr.errors import MixinrError
+from mixinr.settings import FitSchedule
 
 ALL_CODECS = ("mixinr", "jpeg", "webp", "avif", "heic", "jpegxl", "jpeg2000")
 DEFAULT_BPPS = (0.5, 1.0, 2.0, 4.0)
@@ -36,14 +37,17 @@ def register(subparsers) -> None:
     p.add_argument("--out", "-o", default="compare-out", metavar="DIR", help="output folder (default compare-out)")
     p.add_argument("--plot", metavar="PNG", help="RD plot path (default OUT/rd.png); an SVG is written beside it")
     p.add_argument("--epochs", type=int,
-                   help="mixinr: Adam epochs of each fit, then twice as many L-BFGS steps (default: the codec's 3000)")
+                   help=f"mixinr: Adam epochs of each fit, then {times(FitSchedule().lbfgs_share)} as many L-BFGS "
+                        f"steps (default: the codec's {FitSchedule().epochs})")
     p.add_argument("--group-size", type=int, metavar="N",
                    help="mixinr: split the sorted images into groups of at most N (default: no limit)")
     p.add_argument("--group-by", choices=("all", "folder"), default="all",
                    help="mixinr: all: the images form one group (default); folder: one group per folder "
                         "(e.g. a CIFAR-10 tree with one folder per class)")
     p.add_argument("--seed", type=int, default=0, help="mixinr seed (default 0)")
-    p.add_argument("--device", default="auto", help="mixinr device: auto, cpu or cuda")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where mixinr fits: auto (default: CUDA when present), cpu or cuda")
+    add_threads_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run_compare)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixinr.cli import add_json_flag, emit
+from mixinr.cli import add_json_flag, add_threads_flag, emit, plural, times
 from mixinr.cli.codec import encode_summary, images_table
 
 TILE = 32
@@ -26,10 +26,13 @@ DEMO_OBJECTIVE = "mse"
 def register(sub) -> None:
     p = sub.add_parser("demo", help="compress a few bundled images into one archive and report PSNR and bpp")
     p.add_argument("--bpp", type=float, default=2.0, help="budget in bits per pixel (default 2)")
-    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"Adam epochs of the fit (default {DEMO_EPOCHS})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS,
+                   help=f"Adam epochs of the fit, then {times(DEMO_LBFGS_SHARE)} as many L-BFGS steps "
+                        f"(default {DEMO_EPOCHS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the network's initial weights (default 0)")
     p.add_argument("--output", "-o", metavar="OUT.mixinr", help="also write the archive here")
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    add_threads_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run)
 
@@ -94,7 +97,7 @@ def run(args) -> int:
 def _human(p: dict) -> None:
     from rich.console import Console
 
-    title = f"mixinr demo: {len(p['images'])} images, one archive"
+    title = f"mixinr demo: {plural(len(p['images']), 'image')}, one archive"
     rate = f"{p['bpp']:.3f} bpp (budget {p['bpp_target']:g})"
     console = Console()
     console.print(images_table(title, p, f"archive {p['bytes']} B", rate))

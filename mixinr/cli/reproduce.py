@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from mixinr.cli import add_json_flag, emit
+from mixinr.cli import add_json_flag, emit, positive_int
 from mixinr.errors import MixinrError
 
 
@@ -17,14 +17,16 @@ def register(subparsers) -> None:
         description="Rerun the seed's experiment sweeps with its defaults (epochs, T_0, nets, group sizes). "
         "Rows go to OUT/results.json after every group; rerunning skips finished groups.",
     )
-    p.add_argument("dataset", choices=["kodak", "cifar10", "imagenet"])
+    p.add_argument("dataset", choices=["kodak", "cifar10", "imagenet"],
+                   help="which experiment: kodak, cifar10 or imagenet")
     p.add_argument("--data", required=True, type=Path, help="dataset folder (see docs/reproduce.md for layouts)")
     p.add_argument("--out", type=Path, help="output folder (default: reproduce-<dataset>[-quick])")
     p.add_argument("--quick", action="store_true",
                    help="reduced profile for a CPU in minutes (NOT the paper's setting; marked in every output)")
     p.add_argument("--download", action="store_true", help="fetch Kodak or CIFAR-10 into --data first")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--threads", type=int,
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to fit: auto (default: CUDA when present, else the CPU), cpu, cuda or mps")
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="torch CPU threads while fitting (default: 1 for CIFAR-10, torch's default otherwise)")
     p.add_argument("--classes", help="comma-separated classes to run (CIFAR-10 indices, ImageNet folder names)")
     p.add_argument("--n", help="comma-separated group sizes to run (a subset of the sweep's)")
@@ -63,8 +65,6 @@ def run(args) -> int:
     make = experiments.quick_config if args.quick else experiments.paper_config
     cfg = make(args.dataset, device=args.device)
     if args.threads is not None:
-        if args.threads < 1:
-            raise MixinrError(f"--threads {args.threads}: must be at least 1")
         cfg.threads = args.threads
     if args.classes:
         classes = _ints(args.classes, "--classes") if args.dataset == "cifar10" else args.classes.split(",")

@@ -13,8 +13,9 @@ import torch
 
 from mixinr import bitstream, entropy, quantise
 from mixinr.errors import MixinrError
-from mixinr.metrics import psnr
+from mixinr.metrics import psnr, psnr_from_mse
 from mixinr.model import Arch, MixtureSiren, grid
+from mixinr.progress import Bar, log
 from mixinr.representation import alpha_for_noise_loss, noise_alpha_range, noise_loss_db
 from mixinr.settings import EncodeConfig, NetworkRules
 from mixinr.siren.archive import Archive, coded_tensors, overhead, pack_tensors
@@ -83,7 +84,7 @@ def width_for(budget: int, depth: int, sets: int, fixed_bytes: int, bits_per_par
 def check(cfg: EncodeConfig) -> None:
     """The SIREN's network settings within the format's caps (MixinrError naming the option)."""
     if cfg.bpp is None and (cfg.depth is None or cfg.width is None):
-        raise MixinrError("give --bpp, or both --depth and --width")
+        raise MixinrError("give --bpp or --psnr, or both --depth and --width")
     for what, v, cap in (("--depth", cfg.depth, bitstream.MAX_DEPTH), ("--width", cfg.width, bitstream.MAX_WIDTH),
                          ("--sets", cfg.sets, bitstream.MAX_SETS)):
         if v is not None and not 1 <= v <= cap:
@@ -113,9 +114,16 @@ class SirenPlan:
         cfg, depth = self.cfg, self.cfg.depth
         arch = Arch(depth, width, cfg.sets, omega=cfg.omega, omega_first=cfg.omega)
         res = fit(self.images, arch, fit_config(cfg, f"fitting {depth}x{width}", fit_threads(self.pixels * width)))
+        log.info(f"fitted {depth}x{width} in {res.seconds:.1f} s: {psnr_from_mse(res.best_score):.2f} dB before "
+                 "quantisation")
         weights = None if cfg.objective == "mse" else psnr_weights(torch.tensor(res.best_mses))[1].numpy()
         return SirenCandidate(res.model, res.best_score, self.images, self.names, self.sizes, cfg,
                               image_weights=weights)
+
+    def fit_key(self, width: int) -> tuple:
+        """What decides the fit at `width` besides the budget (codec keeps fits across --psnr's encodes):
+        the coefficient scheme "auto" picks depends on the budget, so it is part of the key."""
+        return self.cfg.depth, width, self.cfg.sets, self.cfg.coeffs
 
     def _overhead(self) -> int:
         """Bytes of a width-1 archive besides its weights stream (header, names, coefficients, checksum)."""
@@ -151,7 +159,7 @@ class SirenPlan:
 # ------------------------------------------------------------------------------ the fitted network
 
 
-def sensitivity(model: MixtureSiren, sizes, seed: int = 0, image_weights=None) -> np.ndarray:
+def sensitivity(model: MixtureSiren, sizes, seed: int = 0, image_weights=None, show: bool | None = None) -> np.ndarray:
     """Per coded tensor (file order, learned coefficients last): growth of the decoded images' mean
     squared error ([-1, 1] scale; image i's weighted by image_weights[i], default 1) per unit of
     variance of independent noise added to each of its elements, the model of quantisation noise
@@ -168,9 +176,9 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0, image_weights=None) -
     gen = torch.Generator().manual_seed(seed)
     w = torch.ones(m.n_images) if image_weights is None else torch.as_tensor(image_weights, dtype=torch.float32)
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), Bar("measuring sensitivities", len(params), show) as bar:
         base = m(coords)
-        for p in params:
+        for k, p in enumerate(params, 1):
             orig = p.data.clone()
             std = max(orig.abs().max().item() / NOISE_DIVISOR, 1e-8)  # 1e-8: an all-zero tensor still gets noise
             acc = 0.0
@@ -179,6 +187,7 @@ def sensitivity(model: MixtureSiren, sizes, seed: int = 0, image_weights=None) -
                 acc += float((m(coords) - base).square().mean(dim=(1, 2)) @ w) / m.n_images
             p.data = orig
             out.append(max(acc / NOISE_DRAWS / std**2, 1e-12))  # 1e-12: no tensor gets an infinite step
+            bar.update(k, f"{k}/{len(params)} tensors")
     return np.array(out)
 
 
@@ -215,7 +224,7 @@ class SirenCandidate:
 
     def steps(self, alpha: float) -> list[float]:
         if self._g is None:
-            self._g = sensitivity(self.model, self.sizes, self.cfg.seed, self.image_weights)
+            self._g = sensitivity(self.model, self.sizes, self.cfg.seed, self.image_weights, self.cfg.progress)
         return [alpha * math.sqrt(t.size / g) for t, g in zip(self.tensors, self._g)]
 
     def stored_steps(self, alpha: float) -> list[float]:
