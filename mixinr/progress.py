@@ -14,6 +14,16 @@ import sys
 import time
 
 log = logging.getLogger("mixinr")
+_last_line = 0.0  # when the "mixinr" logger last wrote anything: heartbeats count from there, across phases
+
+
+def _stamp(record) -> bool:
+    global _last_line
+    _last_line = time.perf_counter()
+    return True
+
+
+log.addFilter(_stamp)
 
 HEARTBEAT_S = 20.0  # without a bar (a log file, -v): a line at least this often
 _REFRESH_S = 0.1  # a bar's text is updated at most this often (rich redraws at 10 Hz anyway)
@@ -54,9 +64,18 @@ class Bar:
 
     def __enter__(self) -> "Bar":
         self.start = self._last = time.perf_counter()
-        self._next_line = self.start + HEARTBEAT_S
         self._lines = 0
         return self
+
+    def status(self, text: str) -> None:
+        """Say `text` now (a step about to take long without updates, e.g. compiling)."""
+        if self.mode == "bar":
+            if self._progress is None:
+                self._show()
+            self._progress.update(self._task, text=text)
+        elif self.mode == "lines":
+            self._lines += 1
+            log.info(f"{self.description}: {text}")
 
     def update(self, done: int, text: str = "") -> None:
         if self.mode is None:
@@ -70,8 +89,9 @@ class Bar:
             if now - self._last >= _REFRESH_S or done >= self.total:
                 self._last = now
                 self._progress.update(self._task, completed=done, text=text)
-        elif now >= self._next_line:
-            self._next_line = now + HEARTBEAT_S
+        elif now - max(_last_line, self.start - HEARTBEAT_S / 2) >= HEARTBEAT_S:
+            # Due HEARTBEAT_S after the last line of any phase (short phases in a row add up), and not
+            # in the first HEARTBEAT_S / 2 of this one (its first figures mean little yet).
             self._lines += 1
             left = (now - self.start) / max(done, 1) * (self.total - done)
             log.info(f"{self.description}: {text or f'{done}/{self.total}'}, about {_duration(left)} left")

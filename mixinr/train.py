@@ -417,6 +417,8 @@ def fit(images: list[np.ndarray], arch: Arch, cfg: FitConfig, init: MixtureSiren
     fitter = Fitter(images, arch, cfg, init, frozen)
     start = time.perf_counter()
     with fitter, _Progress(cfg, fitter.device) as bar:
+        if fitter.compiled:
+            bar.bar.status("compiling the step (torch.compile: 10-40 s on a busy CPU, then faster steps)")
         for epoch in range(cfg.epochs):
             bar.update(epoch + 1, fitter.epoch())
         fitter.polish(cfg.lbfgs_steps, lambda done, loss: bar.update(cfg.epochs + done, loss))

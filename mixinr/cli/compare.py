@@ -107,10 +107,11 @@ def run_compare(args) -> int:
     groups = groups_of(len(images), args.group_size, folders if args.group_by == "folder" else None)
 
     console = Console(stderr=True)
-    live = console.is_terminal
+    live = console.is_terminal and not args.quiet
 
     def notice(line: str) -> None:
-        print(f"mixinr: notice: {line}", file=sys.stderr)
+        if not args.quiet:
+            print(f"mixinr: notice: {line}", file=sys.stderr)
 
     classical, skipped = baselines.available([n for n in codec_names if n != "mixinr"])
     curves, notices = [], []
