@@ -96,7 +96,7 @@ def add_schedule_flags(p) -> None:
 
 def encode_config(args, **extra):
     """The EncodeConfig of add_encode_flags' arguments; unset ones keep EncodeConfig's defaults."""
-    from mixinr.codec import EncodeConfig
+    from mixinr.settings import EncodeConfig
 
     return EncodeConfig(bpp=args.bpp, psnr=args.psnr, depth=args.depth, width=args.width, **network_settings(args),
                         precision=args.precision, epochs=args.epochs, lbfgs_steps=args.lbfgs_steps,
