@@ -138,8 +138,8 @@ def _console():
 
 
 def run_encode(args) -> int:
-    from mixinr.codec import encode
     from mixinr.images import atomic_write, expand_inputs, read_image
+    from mixinr.progress import note
 
     check_target(args)
     out = Path(args.output)
@@ -149,6 +149,10 @@ def run_encode(args) -> int:
         raise MixinrError(f"{out}: is a directory")
     paths = expand_inputs(args.inputs)
     images = [read_image(p) for p in paths]
+    # A line before torch loads: on a busy machine the import alone took half a minute (docs/codec.md).
+    note(f"encoding {plural(len(images), 'image')}, {sum(im.shape[0] * im.shape[1] for im in images)} pixels")
+    from mixinr.codec import encode
+
     result = encode(images, [p.name for p in paths], encode_config(args))
     atomic_write(out, result.data, force=args.force)
     payload = {"archive": str(out), **encode_summary(result)}
