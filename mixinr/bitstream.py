@@ -21,7 +21,7 @@ import numpy as np
 from mixinr.errors import MixinrError
 
 MAGIC = b"MXNR"
-VERSION = 1
+VERSION = 1  # the SIREN's archives; version 2 is the grid representation's (mixinr.grid.format)
 
 # Caps: a header asking for more is rejected before any allocation.
 MAX_DEPTH = 64
@@ -168,6 +168,32 @@ def _f16(value: float) -> bytes:
     return np.array([value], dtype="<f2").tobytes()
 
 
+def encode_sizes(sizes, mixed: bool) -> bytes:
+    """(height, width) varints of every image, or of the first only when all share it."""
+    return b"".join(_varint(hh) + _varint(ww) for hh, ww in (sizes if mixed else sizes[:1]))
+
+
+def encode_names(names) -> bytes:
+    """Names as edits of the previous name: bytes shared at the start, bytes shared at the end
+    (".png"), and the new middle: "0001.png" after "0000.png" costs 4 bytes."""
+    out, prev = bytearray(), b""
+    for name in names:
+        cur = name.encode("utf-8")
+        pre = 0
+        while pre < min(len(prev), len(cur)) and prev[pre] == cur[pre]:
+            pre += 1
+        suf = 0
+        while suf < min(len(prev), len(cur)) - pre and prev[-1 - suf] == cur[-1 - suf]:
+            suf += 1
+        middle = cur[pre : len(cur) - suf]
+        out += _varint(pre) + _varint(suf) + _varint(len(middle)) + middle
+        prev = cur
+    return bytes(out)
+
+
+varint, f16 = _varint, _f16  # for the other representations' headers (mixinr.grid.format)
+
+
 def encode_header(h: Header) -> bytes:
     """The header bytes (without magic and version). Raises ValueError on values the format cannot hold."""
     problem = _header_problem(h)
@@ -194,22 +220,7 @@ def encode_header(h: Header) -> bytes:
         out += struct.pack("<ff", h.omega_first, h.omega)
     if h.bits is not None:
         out.append(h.bits)
-    for hh, ww in h.sizes if mixed else h.sizes[:1]:
-        out += _varint(hh) + _varint(ww)
-    # Names as edits of the previous name: bytes shared at the start, bytes shared at the end
-    # (".png"), and the new middle: "0001.png" after "0000.png" costs 4 bytes.
-    prev = b""
-    for name in h.names:
-        cur = name.encode("utf-8")
-        pre = 0
-        while pre < min(len(prev), len(cur)) and prev[pre] == cur[pre]:
-            pre += 1
-        suf = 0
-        while suf < min(len(prev), len(cur)) - pre and prev[-1 - suf] == cur[-1 - suf]:
-            suf += 1
-        middle = cur[pre : len(cur) - suf]
-        out += _varint(pre) + _varint(suf) + _varint(len(middle)) + middle
-        prev = cur
+    out += encode_sizes(h.sizes, mixed) + encode_names(h.names)
     for c in h.codes:
         out.append(c.family)
         out += _f16(c.step) + _f16(c.scale)
@@ -302,6 +313,37 @@ class _Reader:
         return float(np.frombuffer(self.take(2), dtype="<f2")[0])
 
 
+def read_sizes(r: _Reader, n: int, mixed: bool) -> list[tuple[int, int]]:
+    sizes = []
+    for _ in range(n if mixed else 1):
+        hh, ww = r.varint(MAX_SIDE, "image height"), r.varint(MAX_SIDE, "image width")
+        if hh < 1 or ww < 1:
+            r.fail("image size must be at least 1x1")
+        sizes.append((hh, ww))
+    return sizes if mixed else sizes * n
+
+
+def read_names(r: _Reader, n: int) -> list[str]:
+    names, prev = [], b""
+    for _ in range(n):
+        pre = r.varint(MAX_NAME_BYTES, "name prefix")
+        suf = r.varint(MAX_NAME_BYTES, "name suffix")
+        rest = r.varint(MAX_NAME_BYTES, "name length")
+        if pre + suf > len(prev) or pre + suf + rest > MAX_NAME_BYTES:
+            r.fail("corrupt image name")
+        cur = prev[:pre] + r.take(rest) + prev[len(prev) - suf :]
+        try:
+            name = cur.decode("utf-8")
+        except UnicodeDecodeError:
+            r.fail("image name is not UTF-8")
+        problem = check_name(name)
+        if problem:
+            r.fail(problem)
+        names.append(name)
+        prev = cur
+    return names
+
+
 def format_version(data: bytes, source: str = "archive") -> int:
     """The format version byte of what looks like an archive (magic and length checked): which
     representation's reader gets it (codec.archive_from_bytes)."""
@@ -319,16 +361,22 @@ def format_version(data: bytes, source: str = "archive") -> int:
     return data[len(MAGIC)]
 
 
+def check_crc(data: bytes, source: str = "archive") -> None:
+    """The CRC-32 at the end of every version's archive, over all bytes before it."""
+    end = len(data) - 4
+    (stored_crc,) = struct.unpack("<I", data[end:])
+    if zlib.crc32(data[:end]) != stored_crc:
+        raise MixinrError(f"{source}: checksum mismatch (file truncated or corrupt)")
+
+
 def read(data: bytes, source: str = "archive") -> Parsed:
     """Parse and validate a version-1 archive; every problem is a MixinrError naming `source`."""
     version = format_version(data, source)
     data = bytes(data)
     if version != VERSION:
         raise MixinrError(f"{source}: unknown format version {version} (this mixinr reads {VERSION})")
+    check_crc(data, source)
     end = len(data) - 4
-    (stored_crc,) = struct.unpack("<I", data[end:])
-    if zlib.crc32(data[:end]) != stored_crc:
-        raise MixinrError(f"{source}: checksum mismatch (file truncated or corrupt)")
     r = _Reader(data, len(MAGIC) + 1, end, source)
 
     flags = r.u8()
@@ -361,32 +409,8 @@ def read(data: bytes, source: str = "archive") -> Parsed:
         if not MIN_BITS <= bits <= MAX_BITS:
             r.fail(f"bit depth {bits} out of range ({MIN_BITS}-{MAX_BITS})")
         precision = f"q{bits}"
-    n_sizes = n if flags & FLAG_MIXED_SIZES else 1
-    sizes = []
-    for _ in range(n_sizes):
-        hh, ww = r.varint(MAX_SIDE, "image height"), r.varint(MAX_SIDE, "image width")
-        if hh < 1 or ww < 1:
-            r.fail("image size must be at least 1x1")
-        sizes.append((hh, ww))
-    if n_sizes == 1:
-        sizes = sizes * n
-    names, prev = [], b""
-    for _ in range(n):
-        pre = r.varint(MAX_NAME_BYTES, "name prefix")
-        suf = r.varint(MAX_NAME_BYTES, "name suffix")
-        rest = r.varint(MAX_NAME_BYTES, "name length")
-        if pre + suf > len(prev) or pre + suf + rest > MAX_NAME_BYTES:
-            r.fail("corrupt image name")
-        cur = prev[:pre] + r.take(rest) + prev[len(prev) - suf :]
-        try:
-            name = cur.decode("utf-8")
-        except UnicodeDecodeError:
-            r.fail("image name is not UTF-8")
-        problem = check_name(name)
-        if problem:
-            r.fail(problem)
-        names.append(name)
-        prev = cur
+    sizes = read_sizes(r, n, bool(flags & FLAG_MIXED_SIZES))
+    names = read_names(r, n)
     codes = []
     if flags & FLAG_QUANTISED:
         for _ in range(2 * (depth + 1) + bool(flags & FLAG_COEFFS_CODED)):

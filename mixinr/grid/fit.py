@@ -1,0 +1,99 @@
+"""Fitting a group of photos to latent grids and a mixture synthesis (the encoder's expensive half).
+
+Loss = MSE (RGB in [0, 1]) + lambda * estimated bits per pixel. The latents are trained with additive
+uniform noise as their quantisation proxy, then, for the last `hard_share` of the steps, rounded with a
+straight-through gradient (what the decoder will see). With a rate target, lambda is adapted at every
+step (dual ascent on the rate constraint): up when the estimated rate is over the target, down when
+under, so one fit lands near the budget without a search over lambda (docs/photo.md)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mixinr.grid.latents import level_shapes, upsample
+from mixinr.grid.prior import laplace_bits
+from mixinr.grid.synthesis import MixtureSynthesis
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The photo representation's shape and schedule (defaults measured in docs/photo.md)."""
+
+    levels: int = 7  # latent grids, 1:1 .. 1:64
+    widths: tuple[int, ...] = (16, 16)  # synthesis hidden layers
+    sets: int = 1  # K shared synthesis weight sets (capped at the group size)
+    steps: int = 1000  # Adam steps over the whole group
+    lr: float = 1e-2  # latents and synthesis; one cosine decay to lr / 100
+    hard_share: float = 0.1  # final share of steps with rounded latents (straight-through)
+    lam: float = 1e-3  # first rate weight: MSE per bit per pixel
+    lam_rate: float = 0.05  # lambda's multiplicative adaptation per step toward the target rate
+    seed: int = 0
+
+
+class GridModel(nn.Module):
+    """Every image's latent grids and per-level Laplace scales, and the shared mixture synthesis."""
+
+    def __init__(self, sizes: list[tuple[int, int]], cfg: GridConfig):
+        super().__init__()
+        self.sizes, self.cfg = [tuple(map(int, s)) for s in sizes], cfg
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.latents = nn.ModuleList(
+            nn.ParameterList(nn.Parameter(torch.zeros(r, c)) for r, c in level_shapes(h, w, cfg.levels))
+            for h, w in self.sizes)
+        self.log_scale = nn.Parameter(torch.zeros(len(sizes), cfg.levels))
+        self.synthesis = MixtureSynthesis(cfg.levels, cfg.widths, min(cfg.sets, len(sizes)), len(sizes), gen)
+
+    def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor]:
+        """(H, W, 3) RGB in [0, 1] scale of image `index` with its latents noisy (or rounded), and their bits."""
+        h, w = self.sizes[index]
+        grids, bits = [], 0.0
+        for level, y in enumerate(self.latents[index]):
+            yq = y + (torch.round(y) - y).detach() if hard else y + torch.rand_like(y) - 0.5
+            bits = bits + laplace_bits(yq, self.log_scale[index, level].exp())
+            grids.append(yq)
+        return self.synthesis(upsample(grids, h, w), index), bits
+
+
+def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = None, on_step=None,
+        deadline: float | None = None) -> GridModel:
+    """Fit `images` (uint8 (H, W, 3) each). `target_bpp`: the latents' rate to aim for (bits / all pixels);
+    None keeps lambda fixed. `on_step(step, psnr, bpp)` reports progress; `deadline` (perf_counter) ends
+    the noisy phase early and moves to the rounded phase."""
+    torch.manual_seed(cfg.seed)
+    sizes = [im.shape[:2] for im in images]
+    targets = [torch.from_numpy(np.asarray(im, np.float32) / 255.0) for im in images]
+    pixels = sum(h * w for h, w in sizes)
+    model = GridModel(sizes, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    hard_from = int(cfg.steps * (1 - cfg.hard_share))
+    log_lam = math.log(cfg.lam)
+    step = 0
+    while step < cfg.steps:
+        if deadline is not None and step < hard_from and time.perf_counter() > deadline:
+            step = hard_from  # out of time: finish with the rounded phase only
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        hard = step >= hard_from
+        sse, bits = 0.0, 0.0
+        opt.zero_grad(set_to_none=True)
+        for i, target in enumerate(targets):
+            rgb, b = model(i, hard)
+            err = (rgb - target).square().sum()
+            loss = (err / 3 + math.exp(log_lam) * b) / pixels
+            loss.backward()
+            sse, bits = sse + float(err), bits + float(b)
+        opt.step()
+        bpp = bits / pixels
+        if target_bpp:
+            log_lam += cfg.lam_rate * (bpp / target_bpp - 1)
+        if on_step:
+            on_step(step, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp)
+        step += 1
+    model.lam = math.exp(log_lam)
+    return model

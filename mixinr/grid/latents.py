@@ -1,0 +1,41 @@
+"""Multi-resolution latent grids: image i's detail lives in `levels` single-channel grids, level l of
+ceil(H / 2^l) x ceil(W / 2^l) values. Each is interpolated bilinearly to the output size and the
+stack feeds the synthesis, so an image decodes at any resolution (C3, Cool-chic; docs/photo.md)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def level_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    """(rows, cols) of every level, finest first."""
+    return [(math.ceil(height / 2**l), math.ceil(width / 2**l)) for l in range(levels)]
+
+
+def interp_taps(n_out: int, n_in: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear taps along one axis, samples at pixel centres (torch's align_corners=False, edges
+    clamped): output j = (1 - frac[j]) * in[lo[j]] + frac[j] * in[hi[j]]."""
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(0, n_in - 1)
+    lo = src.floor().long().clamp(max=n_in - 1)
+    return lo, (lo + 1).clamp(max=n_in - 1), (src - lo).float()
+
+
+def upsample(grids: list[Tensor], height: int, width: int, rows: slice = slice(None)) -> Tensor:
+    """(rows, width, levels) features: every level interpolated to height x width, only output `rows`.
+    Element-wise taps, no matmul, so a band of rows is bit-identical to the same rows of the whole
+    frame: the decoder renders in bands what the encoder measured on the full image."""
+    feats = []
+    for g in grids:
+        r, c = g.shape
+        if (r, c) != (height, width):
+            lo, hi, f = interp_taps(width, c)
+            g = g[:, lo] * (1 - f) + g[:, hi] * f
+            lo, hi, f = (t[rows] for t in interp_taps(height, r))
+            g = g[lo] * (1 - f)[:, None] + g[hi] * f[:, None]
+        else:
+            g = g[rows]
+        feats.append(g)
+    return torch.stack(feats, dim=-1)

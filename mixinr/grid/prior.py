@@ -1,0 +1,55 @@
+"""The latents' entropy model: every level of every image is coded as integers q ~ a quantised Laplace
+of mean 0 whose scale is fitted to that level's symbols (constriction's range coder). During fitting
+the same model, with a trainable scale, gives the rate term of the loss (docs/photo.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import constriction
+
+from mixinr.grid.format import MIN_SCALE  # the format's bound on symbols per byte rests on it
+
+QuantizedLaplace = constriction.stream.model.QuantizedLaplace
+RangeEncoder = constriction.stream.queue.RangeEncoder
+RangeDecoder = constriction.stream.queue.RangeDecoder
+
+MIN_PROB = 1e-9  # floor of a symbol's probability in the training rate (its gradient stays finite)
+
+
+def laplace_bits(y: Tensor, scale: Tensor) -> Tensor:
+    """Bits of y (noisy or rounded latents, symbol units) under the quantised Laplace(0, scale): the sum
+    of -log2 P(q - 1/2 < Y < q + 1/2)."""
+    def cdf(v):
+        return 0.5 - 0.5 * torch.sign(v) * torch.expm1(-v.abs() / scale)
+    return -torch.log2((cdf(y + 0.5) - cdf(y - 0.5)).clamp_min(MIN_PROB)).sum()
+
+
+def fitted_scale(q: np.ndarray) -> float:
+    """The Laplace MLE of a level's symbols (mean 0), float16-exact (the header stores it)."""
+    return float(np.float16(max(float(np.abs(q).mean()) if q.size else 0.0, MIN_SCALE)))
+
+
+def _model(bound: int, scale: float):
+    return QuantizedLaplace(-bound, bound, 0.0, scale)
+
+
+def encode(symbols: list[np.ndarray], scales: list[float], bounds: list[int]) -> bytes:
+    """One range-coded stream of every level in order (each with its own scale and alphabet bound)."""
+    enc = RangeEncoder()
+    for q, s, b in zip(symbols, scales, bounds):
+        if q.size and b:
+            enc.encode(np.ascontiguousarray(q.ravel(), dtype=np.int32), _model(b, s))
+    return enc.get_compressed().astype("<u4").tobytes().rstrip(b"\0")
+
+
+def decode(data: bytes, counts: list[int], scales: list[float], bounds: list[int]) -> list[np.ndarray]:
+    """Inverse of encode: the symbols of every level (flat int32). Corrupt input gives garbage, never a hang."""
+    words = np.frombuffer(data + b"\0" * ((-len(data)) % 4), dtype="<u4").astype(np.uint32)
+    dec = RangeDecoder(words)
+    out = []
+    for n, s, b in zip(counts, scales, bounds):
+        out.append(np.asarray(dec.decode(_model(b, s), n), np.int32) if n and b else np.zeros(n, np.int32))
+    return out
