@@ -1,0 +1,92 @@
+"""The grid representation's bytes: a fitted GridModel packed at a latent step (pack), and the decoder
+that turns a version-2 archive back into pixels at any size (GridArchive). The decoder needs only this
+file, latents.py, synthesis.py, prior.py and format.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mixinr import entropy
+from mixinr.errors import MixinrError
+from mixinr.grid import format as gformat
+from mixinr.grid import prior
+from mixinr.grid.latents import level_shapes, upsample
+from mixinr.grid.synthesis import image_layers, run
+
+WEIGHT_BITS = 10  # the synthesis' symbols: ~0.1% of a weight's range, a few hundred bytes per set
+BAND_VALUES = 1 << 19  # decoder: output rows per band x width x features stays ~2 MB of floats
+
+
+def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
+    """Archive bytes of a fitted GridModel with its latents quantised at `latent_step` (symbol units)."""
+    step = float(np.float16(latent_step))
+    tensors = [t.detach().cpu().float().numpy() for t in model.synthesis.coded_params()]
+    codes, weights = entropy.encode_tensors(tensors, WEIGHT_BITS)
+    symbols, scales, bounds = [], [], []
+    for grids in model.latents:
+        s_row, b_row = [], []
+        for g in grids:
+            q = np.rint(g.detach().cpu().numpy() / np.float32(step))
+            q = np.clip(q, -gformat.MAX_BOUND, gformat.MAX_BOUND).astype(np.int32)
+            symbols.append(q)
+            s_row.append(prior.fitted_scale(q))
+            b_row.append(int(np.abs(q).max()) if q.size else 0)
+        scales.append(s_row)
+        bounds.append(b_row)
+    cfg = model.cfg
+    header = gformat.GridHeader(model.synthesis.weights[0].shape[0], cfg.levels, tuple(cfg.widths), model.sizes,
+                                list(names), step, WEIGHT_BITS, codes, scales, bounds)
+    latents = prior.encode(symbols, [s for r in scales for s in r], [b for r in bounds for b in r])
+    try:
+        return gformat.write(header, weights, latents)
+    except ValueError as e:
+        raise MixinrError(f"cannot store this archive: {e}") from None
+
+
+class GridArchive:
+    """A parsed version-2 archive: synthesis sets and latents decoded once, images one at a time."""
+
+    def __init__(self, parsed: gformat.ParsedGrid, source: str, n_bytes: int):
+        h = self.header = parsed.header
+        self.source, self.n_bytes, self.sections = source, n_bytes, parsed.sections
+        self.names, self.sizes = h.names, h.sizes
+        try:
+            tensors = entropy.decode_tensors(parsed.weights, h.weight_shapes(), h.codes, h.bits)
+            flat = prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
+                                [b for r in h.bounds for b in r])
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 - constriction raises AssertionError or a Rust panic
+            raise MixinrError(f"{source}: corrupt archive streams ({type(e).__name__})") from None
+        if not all(np.all(np.isfinite(t)) for t in tensors):
+            raise MixinrError(f"{source}: weights hold non-finite values")
+        t = [torch.from_numpy(np.ascontiguousarray(x)) for x in tensors]
+        self._weights, self._biases, self.coeffs = t[0:-1:2], t[1:-1:2], t[-1]
+        it = iter(flat)
+        self._latents = [[torch.from_numpy(next(it).astype(np.float32) * np.float32(h.latent_step)).view(r, c)
+                          for r, c in level_shapes(hh, ww, h.levels)] for hh, ww in h.sizes]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def render(self, index: int, height: int, width: int) -> np.ndarray:
+        """(height, width, 3) uint8 of image `index`: its grids interpolated to that size, band by band."""
+        layers = image_layers(self.coeffs[:, index], self._weights, self._biases)
+        grids = self._latents[index]
+        out = np.empty((height, width, 3), np.uint8)
+        band = max(1, BAND_VALUES // (width * (len(grids) + max(self.header.widths))))
+        with torch.no_grad():
+            for r0 in range(0, height, band):
+                rows = slice(r0, min(height, r0 + band))
+                rgb = run(layers, upsample(grids, height, width, rows))
+                out[rows] = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        return out
+
+    def info(self) -> dict:
+        h = self.header
+        return {"version": gformat.VERSION, "representation": "grid", "bytes": self.n_bytes, "sets": h.sets,
+                "levels": h.levels, "synthesis": list(h.widths), "latent_step": h.latent_step,
+                "images_count": len(self.names), "sections": dict(self.sections),
+                "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
+                           for i, (n, s) in enumerate(zip(self.names, self.sizes))]}
