@@ -1,74 +1,110 @@
-"""Encoding a group of photos with the grid representation: fit with the rate aimed at the budget, then
-the finest latent step whose archive fits it (bisection), the PSNRs decoded from the archive's own bytes."""
+"""The grid representation's side of encoding, as the representation.Plan and Candidate that rate control
+works with (mixinr/ratecontrol.py): one fit per group (capacity fixed at 1: the rate is steered inside
+the fit by lambda, not by a network size), then the finest latent step within the budget by bisection
+(representation.finest_under over the candidate's alpha, here the latents' quantisation step)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+import time
 
 import numpy as np
+import torch
 
-from mixinr.errors import MixinrError
 from mixinr.grid import format as gformat
 from mixinr.grid.archive import GridArchive, pack
 from mixinr.grid.fit import GridConfig, GridModel, fit
 from mixinr.metrics import psnr
 
-RATE_AIM = 0.95  # the fit aims its noisy rate estimate this far under the room left for latents
-OVERHEAD_GROWTH = 1.15  # trained weights code longer than fresh ones (measured: docs/photo.md)
+RATE_AIM = 0.95  # the fit aims the rounded latents' rate this far under the room the budget leaves them
+OVERHEAD_GROWTH = 1.15  # trained synthesis weights code longer than fresh ones (docs/photo.md)
 STEP_RANGE = (0.5, 8.0)  # latent steps the bisection searches (symbol units; the fit trains at 1)
-BISECT_STEPS = 16
 
 
-@dataclass
-class GridEncoded:
-    data: bytes
-    psnrs: list[float]
-    model: GridModel
-    latent_step: float
-    trials: list[dict] = field(default_factory=list)
+class GridCandidate:
+    """One fitted GridModel; alpha is its latent quantisation step (1: what it was trained at)."""
+
+    coeffs = "per-layer"
+    qat_seconds = None
+
+    def __init__(self, model: GridModel, images, names, seconds: float):
+        self.model, self.images, self.names, self.fit_seconds = model, images, names, seconds
+        self.arch = {"levels": model.cfg.levels, "synthesis": list(model.cfg.widths),
+                     "sets": model.synthesis.weights[0].shape[0]}
+        self.n_values = sum(g.numel() for grids in model.latents for g in grids)
+        with torch.no_grad():  # the unquantised latents' error: what "predicted" losses are measured against
+            sse = sum(float((model.render_float(i) - torch.from_numpy(im / 255.0).float()).square().sum())
+                      for i, im in enumerate(images))
+        self.float_mse = sse / sum(im.size for im in images) * 4  # [-1, 1] scale, as the SIREN's
+        self._packed: dict = {}
+        self._psnrs: dict = {}
+
+    def describe(self) -> dict:
+        return {"representation": "grid", **self.arch, "lambda": self.model.lam, "fit_seconds": self.fit_seconds}
+
+    def pack(self, setting) -> bytes:
+        key = float(setting)
+        if key not in self._packed:
+            self._packed[key] = pack(self.model, self.names, key)
+        return self._packed[key]
+
+    def psnrs(self, setting) -> list[float]:
+        key = float(setting)
+        if key not in self._psnrs:
+            data = self.pack(key)
+            archive = GridArchive(gformat.read(data), "archive", len(data))
+            self._psnrs[key] = [psnr(archive.render(i, *im.shape[:2]), im) for i, im in enumerate(self.images)]
+        return self._psnrs[key]
+
+    def precision(self, setting) -> str:
+        return f"q{gformat.read(self.pack(setting)).header.bits}"
+
+    def predicted_loss_db(self, alpha: float) -> float:
+        """Measured, not predicted: the float latents' PSNR minus the archive's at this step."""
+        return 10 * math.log10(4 / max(self.float_mse, 1e-10)) - float(np.mean(self.psnrs(alpha)))
+
+    def alpha_for_loss(self, db: float) -> float:
+        return 1.0  # the step the latents were trained at
+
+    def alpha_range(self) -> tuple[float, float]:
+        return STEP_RANGE
+
+    def fine_tuned(self, alpha: float, epochs: int):
+        return None  # the fit's last phase already trains on rounded latents
 
 
-def _decoded_psnrs(data: bytes, images) -> list[float]:
-    archive = GridArchive(gformat.read(data), "archive", len(data))
-    return [psnr(archive.render(i, *im.shape[:2]), im) for i, im in enumerate(images)]
+class GridPlan:
+    """A group ready to fit: the budget (from cfg.bpp) steers the fit's rate."""
 
+    fixed_capacity = 1
 
-def encode(images: list[np.ndarray], names: list[str], bpp: float | None, cfg: GridConfig, on_step=None,
-           deadline: float | None = None) -> GridEncoded:
-    """One archive of `images` within floor(bpp * pixels / 8) bytes (bpp None: lambda as configured)."""
-    sizes = [im.shape[:2] for im in images]
-    pixels = sum(h * w for h, w in sizes)
-    cfg = dataclasses.replace(cfg, sets=min(cfg.sets, len(images)))
-    target = None
-    if bpp is not None:
-        budget = math.floor(bpp * pixels / 8)
-        overhead = len(pack(GridModel(sizes, cfg), names))  # header and fresh weights, latents all zero
-        room = budget - OVERHEAD_GROWTH * overhead
-        if room <= 0:
-            need = OVERHEAD_GROWTH * overhead * 8 / pixels
-            raise MixinrError(f"budget too small: {bpp} bpp is {budget} bytes, the grid's header and synthesis "
-                              f"alone take about {math.ceil(OVERHEAD_GROWTH * overhead)} (try --bpp {need * 1.5:.3g})")
-        target = RATE_AIM * room * 8 / pixels
-    model = fit(images, cfg, target, on_step, deadline)
-    if bpp is None:
-        data = pack(model, names)
-        return GridEncoded(data, _decoded_psnrs(data, images), model, 1.0)
-    lo, hi = (math.log(s) for s in STEP_RANGE)
-    if len(pack(model, names, math.exp(hi))) > budget:
-        raise MixinrError(f"budget too small: {bpp} bpp is {budget} bytes; the fitted grid needs "
-                          f"{len(pack(model, names, math.exp(hi)))} even at its coarsest latent step")
-    trials = []
-    if len(pack(model, names, math.exp(lo))) <= budget:
-        hi = lo
-    for _ in range(BISECT_STEPS):  # bytes fall as the step grows
-        if hi - lo < 1e-3:
-            break
-        mid = (lo + hi) / 2
-        n = len(pack(model, names, math.exp(mid)))
-        trials.append({"latent_step": math.exp(mid), "bytes": n})
-        lo, hi = (lo, mid) if n <= budget else (mid, hi)
-    step = math.exp(hi)
-    data = pack(model, names, step)
-    return GridEncoded(data, _decoded_psnrs(data, images), model, step, trials)
+    def __init__(self, images, names, cfg):
+        self.images, self.names, self.cfg = images, names, cfg
+        self.grid: GridConfig = dataclasses.replace(cfg.grid, sets=min(cfg.grid.sets, len(images)), seed=cfg.seed)
+        self.sizes = [im.shape[:2] for im in images]
+        self.pixels = sum(h * w for h, w in self.sizes)
+        self._fixed = len(pack(GridModel(self.sizes, self.grid), names))  # header and fresh weights
+
+    def fit(self, capacity: int = 1) -> GridCandidate:
+        target = None
+        if self.cfg.bpp is not None:
+            room = math.floor(self.cfg.bpp * self.pixels / 8) - OVERHEAD_GROWTH * self._fixed
+            target = max(RATE_AIM * room * 8 / self.pixels, 1e-3)
+        start = time.perf_counter()
+        deadline = None if self.cfg.time_limit is None else start + self.cfg.time_limit
+        model = fit(self.images, self.grid, target, getattr(self.cfg, "on_step", None), deadline)
+        return GridCandidate(model, self.images, self.names, time.perf_counter() - start)
+
+    def min_bytes(self) -> int:
+        return math.ceil(OVERHEAD_GROWTH * self._fixed)
+
+    def capacity_for(self, budget: int, bits_per_value: float) -> int:
+        return 1
+
+    def bits_per_value(self, cand: GridCandidate, setting) -> float:
+        return (len(cand.pack(setting)) - self._fixed) * 8 / cand.n_values
+
+    def label(self, capacity: int) -> str:
+        g = self.grid
+        return f"grid ({g.levels} levels, synthesis {'x'.join(map(str, g.widths))})"

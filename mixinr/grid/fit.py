@@ -66,6 +66,11 @@ class GridModel(nn.Module):
             grids.append(yq)
         return self.synthesis(upsample_frame(grids, h, w), index), bits, coded
 
+    def render_float(self, index: int) -> Tensor:
+        """Image `index` from its unquantised latents (the fit's float result), RGB in [0, 1] scale."""
+        h, w = self.sizes[index]
+        return self.synthesis(upsample_frame(list(self.latents[index]), h, w), index)
+
 
 def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = None, on_step=None,
         deadline: float | None = None) -> GridModel:
