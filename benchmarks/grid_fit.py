@@ -1,0 +1,62 @@
+"""One grid fit at a fixed lambda, for sorting design questions quickly (docs/photo.md): prints the real
+archive's bpp and decoded PSNR (and the float latents' PSNR) as JSON.
+
+    python benchmarks/grid_fit.py ../shared/data/kodak/kodim03.png --scale 2 --steps 600 --lam 1e-3
+    python benchmarks/grid_fit.py IMAGE --settings '{"latent_lr": 0.1, "widths": [16, 16]}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mixinr.grid.encode import GridCandidate  # noqa: E402
+from mixinr.grid.fit import GridConfig, fit  # noqa: E402
+from mixinr.images import read_image  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--scale", type=int, default=1, help="downscale each image by this factor (Lanczos)")
+    p.add_argument("--steps", type=int, default=GridConfig.steps)
+    p.add_argument("--lam", type=float, default=GridConfig.lam, help="fixed rate weight (no rate target)")
+    p.add_argument("--settings", default="{}", help="other GridConfig fields as JSON")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    images = []
+    for path in args.images:
+        im = read_image(path)
+        if args.scale > 1:
+            h, w = im.shape[0] // args.scale, im.shape[1] // args.scale
+            im = np.asarray(Image.fromarray(im).resize((w, h), Image.LANCZOS))
+        images.append(im)
+    settings = json.loads(args.settings)
+    if "widths" in settings:
+        settings["widths"] = tuple(settings["widths"])
+    cfg = GridConfig(steps=args.steps, lam=args.lam, **settings)
+    start = time.perf_counter()
+    model = fit(images, cfg)
+    seconds = time.perf_counter() - start
+    cand = GridCandidate(model, images, [p.name for p in args.images], seconds)
+    pixels = sum(im.shape[0] * im.shape[1] for im in images)
+    print(json.dumps({"images": [str(p) for p in args.images], "scale": args.scale, "config": repr(cfg),
+                      "bpp": len(cand.pack(1.0)) * 8 / pixels, "psnr": float(np.mean(cand.psnrs(1.0))),
+                      "float_psnr": 10 * math.log10(4 / cand.float_mse), "fit_seconds": round(seconds, 1),
+                      "threads": args.threads, "load_average": __import__("os").getloadavg()[0]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
