@@ -16,18 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from mixinr import bitstream, ratecontrol, siren, target
+from mixinr import bitstream, grid, ratecontrol, siren, target
 from mixinr.errors import MixinrError
 from mixinr.images import read_bytes
 from mixinr.representation import Decoder, Representation
-from mixinr.settings import (ENCODER_OMEGA, PRECISIONS, EncodeConfig, FitSchedule, NetworkRules,  # noqa: F401
+from mixinr.settings import (EFFORT_SCALE, ENCODER_OMEGA, PRECISIONS, EncodeConfig, FitSchedule, NetworkRules,  # noqa: F401
                              QatConfig, RateControl)
 from mixinr.siren.archive import Archive, pack  # noqa: F401 - the SIREN's archive API, used by name
 from mixinr.train import OBJECTIVES
 
 # What `EncodeConfig.representation` names, and which reader each format version byte gets. A new
 # representation is one entry here plus its own modules.
-REPRESENTATIONS: dict[str, Representation] = {r.name: r for r in (siren.REPRESENTATION,)}
+REPRESENTATIONS: dict[str, Representation] = {r.name: r for r in (siren.REPRESENTATION, grid.REPRESENTATION)}
 
 
 @dataclass
@@ -95,6 +95,7 @@ def _encode(images, names, cfg: EncodeConfig, fits: dict | None = None) -> Encod
     images = [np.ascontiguousarray(im) for im in images]
     sizes = [im.shape[:2] for im in images]
     pixels = sum(h * w for h, w in sizes)
+    cfg = cfg.resolved(pixels / len(images))
     plan = REPRESENTATIONS[cfg.representation].plan(images, names, cfg)
     if fits is not None and hasattr(plan, "fit_key"):
         plan = _ReusedFits(plan, fits)
@@ -126,7 +127,7 @@ def read_archive(path) -> Decoder:
 def _check_inputs(images, names, cfg: EncodeConfig) -> None:
     """What every representation needs of the images and the settings; each checks its own network
     settings when it makes its plan."""
-    if cfg.representation not in REPRESENTATIONS:
+    if cfg.representation not in ("auto", *REPRESENTATIONS):
         raise MixinrError(f"unknown representation {cfg.representation!r} (known: {', '.join(REPRESENTATIONS)})")
     if not images:
         raise MixinrError("no input images given")
@@ -149,6 +150,11 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
         raise MixinrError("give --bpp or --psnr, not both")
     if cfg.psnr is not None and not (isinstance(cfg.psnr, (int, float)) and math.isfinite(cfg.psnr) and cfg.psnr > 0):
         raise MixinrError(f"--psnr must be a positive number of dB, got {cfg.psnr}")
+    if cfg.effort not in EFFORT_SCALE:
+        raise MixinrError(f"--effort must be one of {min(EFFORT_SCALE)}..{max(EFFORT_SCALE)}, got {cfg.effort}")
+    if cfg.time_limit is not None and not (isinstance(cfg.time_limit, (int, float)) and math.isfinite(cfg.time_limit)
+                                           and cfg.time_limit > 0):
+        raise MixinrError(f"--time-limit must be a positive number of seconds, got {cfg.time_limit}")
     if cfg.objective not in OBJECTIVES:
         raise MixinrError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     if cfg.precision not in PRECISIONS:

@@ -26,6 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
+from mixinr import bitstream
+from mixinr.errors import MixinrError
 from mixinr.progress import Bar
 
 Setting = float | str  # alpha (steps scaled by one number) or a fixed precision: "fp16", "q<bits>"
@@ -161,3 +165,13 @@ def noise_alpha_range(float_mse: float, n_values: int) -> tuple[float, float]:
     """The alphas predicted to cost FINEST_LOSS_DB and COARSEST_LOSS_DB."""
     return (alpha_for_noise_loss(float_mse, n_values, FINEST_LOSS_DB),
             alpha_for_noise_loss(float_mse, n_values, COARSEST_LOSS_DB))
+
+
+def output_size(dec: Decoder, index, size, max_pixels: int) -> tuple[int, int]:
+    """(height, width) a decoder renders image `index` at (its own size, or `size`), checked first."""
+    if not isinstance(index, (int, np.integer)) or not 0 <= index < len(dec.names):
+        raise MixinrError(f"{dec.source}: no image {index} (the archive holds {len(dec.names)})")
+    h, w = dec.sizes[index] if size is None else size
+    if not (1 <= h <= bitstream.MAX_SIDE and 1 <= w <= bitstream.MAX_SIDE and h * w <= max_pixels):
+        raise MixinrError(f"{dec.source}: output size {h}x{w} out of range")
+    return int(h), int(w)

@@ -4,6 +4,7 @@ so the command line can build one without importing torch."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from mixinr import bitstream
@@ -69,6 +70,22 @@ class PsnrSearch:
     saturated_share: float = 0.75
 
 
+@dataclass(frozen=True)
+class GridConfig:
+    """The grid representation's shape and schedule (mixinr/grid/; defaults measured in docs/photo.md)."""
+
+    levels: int = 7  # latent grids, 1:1 .. 1:64
+    widths: tuple[int, ...] = (16, 16)  # synthesis hidden layers
+    sets: int = 2  # K shared synthesis weight sets (capped at the group size)
+    steps: int = 600  # Adam steps over the whole group: ~7 min for a 768x512 image on a loaded 2-core CPU
+    lr: float = 2e-2  # the synthesis' Adam step; one cosine decay to lr / 100 (as every lr here)
+    latent_lr: float = 0.25  # the latents' (symbol units): 0.04 / 0.1 / 0.25 gave 29.1 / 30.3 / 31.2 dB (docs/photo.md)
+    hard_share: float = 0.1  # final share of steps with rounded latents (straight-through)
+    lam: float = 1e-3  # first rate weight: MSE per bit per pixel
+    lam_rate: float = 0.05  # lambda's multiplicative adaptation per step toward the target rate
+    seed: int = 0
+
+
 # The encoder's omega: 15 (with lr 2e-3) beat the seed's 30, which the format implies for archives
 # without stored omegas (bitstream.IMPLICIT_OMEGA).
 ENCODER_OMEGA = 15.0
@@ -83,7 +100,18 @@ def precision_bits(precision: str) -> int:
 
 
 _NESTED = {"schedule": FitSchedule, "rules": NetworkRules, "rate": RateControl, "qat": QatConfig,
-           "psnr_search": PsnrSearch}
+           "psnr_search": PsnrSearch, "grid": GridConfig}
+
+# "auto" representation: the grid once the images average more than GRID_PIXELS pixels. Measured: at
+# 128x192 the SIREN is 3 dB ahead (Kodak six at 0.5 bpp: 28.46 against 25.40 dB) but takes 40 min
+# against 5; at 512x768 its encode takes 15 hours or more. Between the two the step is a guess
+# (docs/photo.md).
+GRID_PIXELS = 256 * 256
+# --effort: one number for the whole schedule, as cjxl -e / avifenc --speed. Each level multiplies the
+# default's fitting (SIREN epochs and L-BFGS, grid steps) and fine-tuning epochs; 5 is the measured
+# defaults (docs/photo.md has seconds and PSNR per effort).
+EFFORT_SCALE = {1: 0.125, 2: 0.25, 3: 0.4, 4: 0.6, 5: 1.0, 6: 1.5, 7: 2.0, 8: 3.0, 9: 4.0}
+DEFAULT_EFFORT = 5
 
 
 @dataclass(frozen=True)
@@ -107,12 +135,28 @@ class EncodeConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool | None = None
-    representation: str = "siren"  # what is fitted: a key of codec.REPRESENTATIONS
+    representation: str = "auto"  # what is fitted: a key of codec.REPRESENTATIONS, or "auto" (by GRID_PIXELS)
+    effort: int = DEFAULT_EFFORT  # 1..9: scales the whole schedule (EFFORT_SCALE)
+    time_limit: float | None = None  # seconds: the fit stops there and the best archive so far is kept
     schedule: FitSchedule = FitSchedule()
     rules: NetworkRules = NetworkRules()
     rate: RateControl = RateControl()
     qat: QatConfig = QatConfig()
-    psnr_search: PsnrSearch = PsnrSearch()
+    grid: GridConfig = GridConfig()
+
+    def resolved(self, pixels_per_image: float) -> "EncodeConfig":
+        """This config with "auto" representation decided and the effort applied to the schedule
+        (flat fields the caller gave, such as epochs, still win)."""
+        rep = self.representation
+        if rep == "auto":
+            rep = "grid" if pixels_per_image > GRID_PIXELS else "siren"
+        k = EFFORT_SCALE[self.effort]
+        scaled = lambda n: max(1, round(n * k))  # noqa: E731
+        return dataclasses.replace(
+            self, representation=rep, effort=DEFAULT_EFFORT,
+            schedule=dataclasses.replace(self.schedule, epochs=scaled(self.schedule.epochs)),
+            qat=dataclasses.replace(self.qat, epochs=scaled(self.qat.epochs) if self.qat.epochs else 0),
+            grid=dataclasses.replace(self.grid, steps=scaled(self.grid.steps)))
 
     def __post_init__(self):
         for name, cls in _NESTED.items():

@@ -13,9 +13,11 @@ from mixinr.grid import format as gformat
 from mixinr.grid import prior
 from mixinr.grid.latents import level_shapes, upsample
 from mixinr.grid.synthesis import image_layers, run
+from mixinr.representation import output_size
 
 WEIGHT_BITS = 10  # the synthesis' symbols: ~0.1% of a weight's range, a few hundred bytes per set
 BAND_VALUES = 1 << 19  # decoder: output rows per band x width x features stays ~2 MB of floats
+MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192, as the SIREN's: the output array stays under 200 MB
 
 
 def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
@@ -67,8 +69,18 @@ class GridArchive:
         self._latents = [[torch.from_numpy(next(it).astype(np.float32) * np.float32(h.latent_step)).view(r, c)
                           for r, c in level_shapes(hh, ww, h.levels)] for hh, ww in h.sizes]
 
+    precision = f"q{WEIGHT_BITS}"  # what `mixinr info` reports; the latents are integers at latent_step
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "archive") -> "GridArchive":
+        return cls(gformat.read(data, source), source, len(data))
+
     def __len__(self) -> int:
         return len(self.names)
+
+    def decode(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 of image `index` only, at its own size or `size` = (height, width)."""
+        return self.render(index, *output_size(self, index, size, MAX_DECODE_PIXELS))
 
     def render(self, index: int, height: int, width: int) -> np.ndarray:
         """(height, width, 3) uint8 of image `index`: its grids interpolated to that size, band by band."""
@@ -86,6 +98,7 @@ class GridArchive:
     def info(self) -> dict:
         h = self.header
         return {"version": gformat.VERSION, "representation": "grid", "bytes": self.n_bytes, "sets": h.sets,
+                "precision": self.precision,
                 "levels": h.levels, "synthesis": list(h.widths), "latent_step": h.latent_step,
                 "images_count": len(self.names), "sections": dict(self.sections),
                 "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}

@@ -12,9 +12,8 @@ import time
 import numpy as np
 import torch
 
-from mixinr.grid import format as gformat
 from mixinr.grid.archive import GridArchive, pack
-from mixinr.grid.fit import GridConfig, GridModel, fit
+from mixinr.grid.fit import GridModel, fit
 from mixinr.metrics import psnr
 
 RATE_AIM = 0.95  # the fit aims the rounded latents' rate this far under the room the budget leaves them
@@ -52,13 +51,12 @@ class GridCandidate:
     def psnrs(self, setting) -> list[float]:
         key = float(setting)
         if key not in self._psnrs:
-            data = self.pack(key)
-            archive = GridArchive(gformat.read(data), "archive", len(data))
-            self._psnrs[key] = [psnr(archive.render(i, *im.shape[:2]), im) for i, im in enumerate(self.images)]
+            archive = GridArchive.from_bytes(self.pack(key))
+            self._psnrs[key] = [psnr(archive.decode(i), im) for i, im in enumerate(self.images)]
         return self._psnrs[key]
 
     def precision(self, setting) -> str:
-        return f"q{gformat.read(self.pack(setting)).header.bits}"
+        return GridArchive.precision
 
     def predicted_loss_db(self, alpha: float) -> float:
         """Measured, not predicted: the float latents' PSNR minus the archive's at this step."""
@@ -81,7 +79,7 @@ class GridPlan:
 
     def __init__(self, images, names, cfg):
         self.images, self.names, self.cfg = images, names, cfg
-        self.grid: GridConfig = dataclasses.replace(cfg.grid, sets=min(cfg.grid.sets, len(images)), seed=cfg.seed)
+        self.grid = dataclasses.replace(cfg.grid, sets=min(cfg.grid.sets, len(images)), seed=cfg.seed)
         self.sizes = [im.shape[:2] for im in images]
         self.pixels = sum(h * w for h, w in self.sizes)
         self._fixed = len(pack(GridModel(self.sizes, self.grid), names))  # header and fresh weights

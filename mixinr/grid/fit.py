@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -21,22 +19,7 @@ from torch import Tensor, nn
 from mixinr.grid.latents import level_shapes, upsample_frame
 from mixinr.grid.prior import laplace_bits
 from mixinr.grid.synthesis import MixtureSynthesis
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    """The photo representation's shape and schedule (defaults measured in docs/photo.md)."""
-
-    levels: int = 7  # latent grids, 1:1 .. 1:64
-    widths: tuple[int, ...] = (16, 16)  # synthesis hidden layers
-    sets: int = 1  # K shared synthesis weight sets (capped at the group size)
-    steps: int = 1000  # Adam steps over the whole group
-    lr: float = 2e-2  # the synthesis' Adam step; one cosine decay to lr / 100 (as every lr here)
-    latent_lr: float = 0.25  # the latents' (symbol units): half-size kodim03, 600 steps, 0.04 -> 0.1 -> 0.25: 29.1 -> 30.3 -> 31.2 dB
-    hard_share: float = 0.1  # final share of steps with rounded latents (straight-through)
-    lam: float = 1e-3  # first rate weight: MSE per bit per pixel
-    lam_rate: float = 0.05  # lambda's multiplicative adaptation per step toward the target rate
-    seed: int = 0
+from mixinr.settings import GridConfig
 
 
 class GridModel(nn.Module):

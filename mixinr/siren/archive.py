@@ -10,6 +10,7 @@ from mixinr import bitstream, entropy
 from mixinr.bitstream import Header, TensorCode
 from mixinr.errors import MixinrError
 from mixinr.model import Arch, MixtureSiren, image_layers, layer_coeffs, linear_coefficients, render, to_uint8
+from mixinr.representation import output_size
 from mixinr.settings import precision_bits
 
 MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB
@@ -105,12 +106,8 @@ class Archive:
 
     def decode(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """(H, W, 3) uint8 of image `index` only, at its own size or `size` = (height, width)."""
-        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.names):
-            raise MixinrError(f"{self.source}: no image {index} (the archive holds {len(self.names)})")
-        h, w = self.sizes[index] if size is None else size
-        if not (1 <= h <= bitstream.MAX_SIDE and 1 <= w <= bitstream.MAX_SIDE and h * w <= MAX_DECODE_PIXELS):
-            raise MixinrError(f"{self.source}: output size {h}x{w} out of range")
-        rgb = render(self.layers(index), self.arch, int(h), int(w))
+        h, w = output_size(self, index, size, MAX_DECODE_PIXELS)
+        rgb = render(self.layers(index), self.arch, h, w)
         return to_uint8(rgb).numpy()
 
     def info(self) -> dict:
