@@ -118,7 +118,7 @@ def test_finest_under_is_the_edge_of_the_budget():
 def test_unknown_versions_and_names_are_refused():
     """An archive of a version no representation owns, and an unknown representation name, are one-line
     MixinrErrors."""
-    with pytest.raises(MixinrError, match=r"x\.mixinr: unknown format version 7 \(this mixinr reads 1\)"):
+    with pytest.raises(MixinrError, match=r"x\.mixinr: unknown format version 7 \(this mixinr reads 1, 2\)"):
         archive_from_bytes(b"MXNR\x07" + bytes(20), "x.mixinr")
     with pytest.raises(MixinrError, match="unknown representation 'nope'"):
         encode([np.zeros((4, 4, 3), np.uint8)], ["a.png"], EncodeConfig(bpp=2.0, representation="nope"))
