@@ -22,6 +22,7 @@ Each representation owns one format version byte (`version`; the SIREN's archive
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -175,3 +176,8 @@ def output_size(dec: Decoder, index, size, max_pixels: int) -> tuple[int, int]:
     if not (1 <= h <= bitstream.MAX_SIDE and 1 <= w <= bitstream.MAX_SIDE and h * w <= max_pixels):
         raise MixinrError(f"{dec.source}: output size {h}x{w} out of range")
     return int(h), int(w)
+
+
+def time_limit_deadline(cfg) -> float | None:
+    """The time.perf_counter() at which a plan made now stops fitting (cfg.time_limit seconds), or None."""
+    return None if cfg.time_limit is None else time.perf_counter() + cfg.time_limit

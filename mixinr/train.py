@@ -60,6 +60,7 @@ class FitConfig:
     description: str = "fitting"
     compile: bool | None = None  # torch.compile the step; None: only for long fits with a compiler present
     threads: int | None = None  # CPU threads during the fit; None: 1 on a busy machine or small step
+    deadline: float | None = None  # time.perf_counter() at which fitting stops, the best weights kept (--time-limit)
 
 
 # What a fit minimises. "mse": the squared error over all pixels of the group (the seed's loss); a
@@ -280,7 +281,7 @@ class Fitter:
 
         done, state = 0, opt.state[self.params[0]]  # torch keeps its iteration count there
         try:
-            while done < steps:
+            while done < steps and not _past(self.cfg.deadline):
                 opt.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, steps - done)
                 loss = float(opt.step(closure))
                 if state["n_iter"] == done:  # no iteration made: nothing left to descend
@@ -420,11 +421,17 @@ def fit(images: list[np.ndarray], arch: Arch, cfg: FitConfig, init: MixtureSiren
         if fitter.compiled:
             bar.bar.status("compiling the step (torch.compile: 10-40 s on a busy CPU, then faster steps)")
         for epoch in range(cfg.epochs):
+            if _past(cfg.deadline):
+                break
             bar.update(epoch + 1, fitter.epoch())
         fitter.polish(cfg.lbfgs_steps, lambda done, loss: bar.update(cfg.epochs + done, loss))
     result = fitter.result()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
 
 
 class _Progress:

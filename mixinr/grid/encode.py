@@ -15,6 +15,7 @@ import torch
 from mixinr.grid.archive import GridArchive, pack
 from mixinr.grid.fit import GridModel, fit
 from mixinr.metrics import psnr
+from mixinr.representation import time_limit_deadline
 
 RATE_AIM = 0.95  # the fit aims the rounded latents' rate this far under the room the budget leaves them
 OVERHEAD_GROWTH = 1.15  # trained synthesis weights code longer than fresh ones (docs/photo.md)
@@ -83,6 +84,7 @@ class GridPlan:
         self.sizes = [im.shape[:2] for im in images]
         self.pixels = sum(h * w for h, w in self.sizes)
         self._fixed = len(pack(GridModel(self.sizes, self.grid), names))  # header and fresh weights
+        self.deadline = time_limit_deadline(cfg)
 
     def fit(self, capacity: int = 1) -> GridCandidate:
         target = None
@@ -90,8 +92,7 @@ class GridPlan:
             room = math.floor(self.cfg.bpp * self.pixels / 8) - OVERHEAD_GROWTH * self._fixed
             target = max(RATE_AIM * room * 8 / self.pixels, 1e-3)
         start = time.perf_counter()
-        deadline = None if self.cfg.time_limit is None else start + self.cfg.time_limit
-        model = fit(self.images, self.grid, target, getattr(self.cfg, "on_step", None), deadline)
+        model = fit(self.images, self.grid, target, self.deadline, self.cfg.progress)
         return GridCandidate(model, self.images, self.names, time.perf_counter() - start)
 
     def min_bytes(self) -> int:

@@ -11,6 +11,7 @@ which early in a short fit is most of them (docs/photo.md)."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 import numpy as np
 import torch
@@ -55,11 +56,11 @@ class GridModel(nn.Module):
         return self.synthesis(upsample_frame(list(self.latents[index]), h, w), index)
 
 
-def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = None, on_step=None,
-        deadline: float | None = None) -> GridModel:
+def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = None, deadline: float | None = None,
+        progress: bool | None = None) -> GridModel:
     """Fit `images` (uint8 (H, W, 3) each). `target_bpp`: the latents' rate to aim for (bits / all pixels);
-    None keeps lambda fixed. `on_step(step, psnr, bpp)` reports progress; `deadline` (perf_counter) ends
-    the noisy phase early and moves to the rounded phase."""
+    None keeps lambda fixed. `deadline` (time.perf_counter()) ends the noisy phase early and moves on to
+    the rounded phase. `progress`: a bar with an ETA (None: on a terminal)."""
     torch.manual_seed(cfg.seed)
     sizes = [im.shape[:2] for im in images]
     targets = [torch.from_numpy(np.asarray(im, np.float32) / 255.0) for im in images]
@@ -71,6 +72,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
     step = 0
+    bar = _Progress(progress, cfg.steps, f"fitting grid, {len(images)} image{'s' if len(images) != 1 else ''}")
     while step < cfg.steps:
         if deadline is not None and step < hard_from and time.perf_counter() > deadline:
             step = hard_from  # out of time: finish with the rounded phase only
@@ -89,8 +91,41 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
         bpp = bits / pixels
         if target_bpp:
             log_lam += cfg.lam_rate * (bpp / target_bpp - 1)
-        if on_step:
-            on_step(step, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp)
         step += 1
+        bar.update(step, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp)
+    bar.close()
     model.lam = math.exp(log_lam)
     return model
+
+
+class _Progress:
+    """One rich bar (step, PSNR, rate, ETA); after the first steps it prints the fit's estimated time."""
+
+    ESTIMATE_AFTER = 3  # steps timed before the estimate is printed
+
+    def __init__(self, show: bool | None, total: int, what: str):
+        self.total, self.bar, self.start = total, None, time.perf_counter()
+        if show if show is not None else sys.stderr.isatty():
+            from rich.console import Console
+            from rich.markup import escape
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.console = Console(stderr=True)
+            self.bar = Progress(TextColumn(escape(f"{what} [cpu]" if not torch.cuda.is_available() else what)),
+                                BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+                                TextColumn("~{task.fields[psnr]:.2f} dB  {task.fields[bpp]:.3f} bpp"),
+                                TimeRemainingColumn(), console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("fit", total=total, psnr=0.0, bpp=0.0)
+
+    def update(self, step: int, psnr: float, bpp: float) -> None:
+        if not self.bar:
+            return
+        self.bar.update(self.task, completed=step, psnr=psnr, bpp=bpp)
+        if step == self.ESTIMATE_AFTER and self.total > 10 * step:
+            eta = (time.perf_counter() - self.start) / step * self.total
+            self.console.print(f"estimated fitting time: {eta / 60:.1f} min ({self.total} steps)")
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()

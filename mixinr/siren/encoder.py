@@ -16,7 +16,7 @@ from mixinr.errors import MixinrError
 from mixinr.metrics import psnr, psnr_from_mse
 from mixinr.model import Arch, MixtureSiren, grid
 from mixinr.progress import Bar, log
-from mixinr.representation import alpha_for_noise_loss, noise_alpha_range, noise_loss_db
+from mixinr.representation import alpha_for_noise_loss, noise_alpha_range, noise_loss_db, time_limit_deadline
 from mixinr.settings import EncodeConfig, NetworkRules
 from mixinr.siren.archive import Archive, coded_tensors, overhead, pack_tensors
 from mixinr.train import FitConfig, fit, psnr_weights
@@ -51,7 +51,8 @@ def default_depth(pixels_per_image: float, rules: NetworkRules = NetworkRules())
     return rules.large_depth if pixels_per_image > rules.large_pixels else rules.small_depth
 
 
-def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None) -> FitConfig:
+def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | None = None,
+               deadline: float | None = None) -> FitConfig:
     """train.FitConfig of an encode: cfg's flat fields where given, else its schedule."""
     sched = cfg.schedule
     epochs, lr = cfg.epochs or sched.epochs, cfg.lr or sched.lr
@@ -59,7 +60,7 @@ def fit_config(cfg: EncodeConfig, description: str = "fitting", threads: int | N
     return FitConfig(epochs=epochs, lr=lr, t0=epochs, eta_min=lr / 100, coeffs=cfg.coeffs, coeff_lr=sched.coeff_lr,
                      lbfgs_steps=lbfgs, objective=cfg.objective,
                      seed=cfg.seed, device=cfg.device, progress=cfg.progress, description=description,
-                     threads=threads)
+                     threads=threads, deadline=deadline)
 
 
 def fit_threads(work: int) -> int:
@@ -107,13 +108,15 @@ class SirenPlan:
         self.cfg = dataclasses.replace(cfg, coeffs=coeff_scheme(cfg, len(images), pixels))
         self.images, self.names, self.sizes, self.pixels = images, names, sizes, pixels
         self.fixed_capacity = cfg.width
+        self.deadline = time_limit_deadline(cfg)
         self.quantised = cfg.precision != "fp16"
         self._fixed_bytes = None
 
     def fit(self, width: int) -> SirenCandidate:
         cfg, depth = self.cfg, self.cfg.depth
         arch = Arch(depth, width, cfg.sets, omega=cfg.omega, omega_first=cfg.omega)
-        res = fit(self.images, arch, fit_config(cfg, f"fitting {depth}x{width}", fit_threads(self.pixels * width)))
+        res = fit(self.images, arch, fit_config(cfg, f"fitting {depth}x{width}", fit_threads(self.pixels * width),
+                                                self.deadline))
         log.info(f"fitted {depth}x{width} in {res.seconds:.1f} s: {psnr_from_mse(res.best_score):.2f} dB before "
                  "quantisation")
         weights = None if cfg.objective == "mse" else psnr_weights(torch.tensor(res.best_mses))[1].numpy()
