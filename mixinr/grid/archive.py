@@ -11,7 +11,7 @@ from mixinr import entropy
 from mixinr.errors import MixinrError
 from mixinr.grid import format as gformat
 from mixinr.grid import prior
-from mixinr.grid.latents import level_shapes, upsample
+from mixinr.grid.latents import columns, level_shapes, rows_of
 from mixinr.grid.synthesis import image_layers, run
 from mixinr.representation import output_size
 
@@ -89,9 +89,10 @@ class GridArchive:
         out = np.empty((height, width, 3), np.uint8)
         band = max(1, BAND_VALUES // (width * (len(grids) + max(self.header.widths))))
         with torch.no_grad():
+            cols = columns(grids, width)  # once per image; each band then interpolates its rows
             for r0 in range(0, height, band):
                 rows = slice(r0, min(height, r0 + band))
-                rgb = run(layers, upsample(grids, height, width, rows))
+                rgb = run(layers, rows_of(cols, height, rows))
                 out[rows] = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         return out
 

@@ -24,22 +24,35 @@ def interp_taps(n_out: int, n_in: int) -> tuple[Tensor, Tensor, Tensor]:
     return lo, (lo + 1).clamp(max=n_in - 1), (src - lo).float()
 
 
-def upsample(grids: list[Tensor], height: int, width: int, rows: slice = slice(None)) -> Tensor:
-    """(rows, width, levels) features: every level interpolated to height x width, only output `rows`.
-    Element-wise taps, no matmul, so a band of rows is bit-identical to the same rows of the whole
-    frame: the decoder renders in bands what the encoder measured on the full image."""
-    feats = []
+def columns(grids: list[Tensor], width: int) -> list[Tensor]:
+    """Every level interpolated along its rows to `width` columns (the first half of upsample)."""
+    out = []
     for g in grids:
-        r, c = g.shape
-        if (r, c) != (height, width):
-            lo, hi, f = interp_taps(width, c)
+        if g.shape[1] != width:
+            lo, hi, f = interp_taps(width, g.shape[1])
             g = g[:, lo] * (1 - f) + g[:, hi] * f
-            lo, hi, f = (t[rows] for t in interp_taps(height, r))
+        out.append(g)
+    return out
+
+
+def rows_of(cols: list[Tensor], height: int, rows: slice = slice(None)) -> Tensor:
+    """(rows, width, levels): the column-interpolated levels interpolated to `height`, only `rows`."""
+    feats = []
+    for g in cols:
+        if g.shape[0] != height:
+            lo, hi, f = (t[rows] for t in interp_taps(height, g.shape[0]))
             g = g[lo] * (1 - f)[:, None] + g[hi] * f[:, None]
         else:
             g = g[rows]
         feats.append(g)
     return torch.stack(feats, dim=-1)
+
+
+def upsample(grids: list[Tensor], height: int, width: int, rows: slice = slice(None)) -> Tensor:
+    """(rows, width, levels) features: every level interpolated to height x width, only output `rows`.
+    Element-wise taps, no matmul, so a band of rows is bit-identical to the same rows of the whole
+    frame: the decoder renders in bands what the encoder measured on the full image."""
+    return rows_of(columns(grids, width), height, rows)
 
 
 def upsample_frame(grids: list[Tensor], height: int, width: int) -> Tensor:
