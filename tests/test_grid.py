@@ -83,3 +83,22 @@ def test_header_claiming_more_latents_than_the_stream_can_hold_is_refused():
     bad = gformat.write(h, good.weights, good.latents)
     with pytest.raises(MixinrError, match="latent values|pixels"):
         gformat.read(bad, "bad.mixinr")
+
+
+def test_reproduce_kodak_grid_profile_resumes_and_prints_the_seeds_claim(tmp_path, one_thread):
+    """`reproduce kodak --grid` codes the seed's Kodak groups present with the grid at 0.6 real bpp, writes
+    one row per group, gives the seed's claim beside its mean, and a rerun reuses the finished groups."""
+    from PIL import Image
+    from mixinr import experiments
+    for i in (12, 3):  # kodim12 and kodim03: both in the seed's first N=6 group
+        Image.fromarray(smooth_image(24, 36, i)).save(tmp_path / f"kodim{i:02d}.png")
+    tiny = {"steps": 30, "levels": 3, "widths": [4]}
+    import dataclasses as dc
+    from mixinr import settings
+    cfg = settings.EncodeConfig(grid=tiny)
+    report = experiments.grid_kodak(tmp_path, tmp_path / "out", bpp=3.0, encode_config=cfg)
+    assert report["seed_claim"] == {"psnr": 26.5, "bpp": 0.6, "per_sample_bpp": 0.2}
+    assert len(report["rows"]) == 1 and sorted(report["rows"][0]["names"]) == ["kodim03.png", "kodim12.png"]
+    assert report["mixinr"]["images"] == 2 and report["mixinr"]["bpp"] <= 3.0
+    again = experiments.grid_kodak(tmp_path, tmp_path / "out", bpp=3.0, encode_config=cfg)
+    assert again["rows"] == report["rows"]  # read back from results-grid.jsonl, not refitted
