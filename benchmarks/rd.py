@@ -61,6 +61,11 @@ KODAK = ROOT.parent / "shared" / "data" / "kodak"
 CIFAR_TARGETS = (1.0, 2.0, 4.0)
 KODAK_TARGETS = (0.5,)
 KODAK_SIZE = (128, 192)  # (height, width): quarter size
+# --kodak-full: the photo benchmark of issue 20 (docs/photo.md): full-size Kodak, the six images as one
+# group and the first alone, at the photo budgets, beside the classical codecs on the same images.
+KODAK_FULL_TARGETS = (0.25, 0.5, 1.0)
+KODAK_FULL_METHODS = ("mixinr-default", "webp", "webp-allocated", "avif", "avif-allocated", "jpegxl",
+                      "jpegxl-allocated")
 
 # The seed's configuration (METHOD.md): net, schedule.
 SEED_DEPTH, SEED_WIDTH = 5, 16
@@ -94,14 +99,24 @@ def load_cifar_groups(data: Path, classes, group_size: int) -> list[Group]:
 
 
 def load_kodak_group(data: Path, size=KODAK_SIZE) -> Group:
-    """All PNGs of `data`, resized to `size` (height, width) with Pillow's Lanczos."""
+    """All PNGs of `data`, resized to `size` (height, width) with Pillow's Lanczos (None: full size)."""
     from PIL import Image
 
     files = sorted(Path(data).glob("*.png"), key=lambda p: p.name)
     if not files:
         raise SystemExit(f"{data}: no PNG files")
-    images = [np.asarray(Image.fromarray(read_image(f)).resize((size[1], size[0]), Image.LANCZOS)) for f in files]
+    images = [read_image(f) for f in files]
+    if size is not None:
+        images = [np.asarray(Image.fromarray(im).resize((size[1], size[0]), Image.LANCZOS)) for im in images]
     return Group("kodak", images, [f.name for f in files])
+
+
+def kodak_full_groups(data: Path, which: str) -> list[Group]:
+    """Full-size Kodak: the folder's images as one group ("group"), the first alone ("alone"), or both."""
+    every = load_kodak_group(data, None)
+    alone = Group(f"kodak-{every.names[0]}", every.images[:1], every.names[:1])
+    every = Group(f"kodak-{len(every.images)}", every.images, every.names)
+    return {"alone": [alone], "group": [every], "both": [alone, every]}[which]
 
 
 def budget_bytes(bpp: float, pixels: int) -> int:
@@ -113,7 +128,8 @@ def _archive_point(data: bytes, group: Group, budget: int | None) -> dict:
     and the seconds each image's decode took."""
     if budget is not None and len(data) > budget:
         raise RuntimeError(f"{group.label}: archive of {len(data)} bytes exceeds the budget of {budget}")
-    archive = codec.Archive.from_bytes(data)
+    archive = codec.archive_from_bytes(data)
+    info = archive.info()
     psnrs, decode_s = [], []
     for i, im in enumerate(group.images):
         t = time.perf_counter()
@@ -121,9 +137,16 @@ def _archive_point(data: bytes, group: Group, budget: int | None) -> dict:
         decode_s.append(time.perf_counter() - t)
         psnrs.append(psnr(decoded, im))
     return {"bytes": len(data), "bpp": len(data) * 8 / group.pixels, "psnr": float(np.mean(psnrs)),
-            "psnrs": psnrs, "decode_s": decode_s, "label": group.label,
-            "arch": f"{archive.arch.depth}x{archive.arch.width}", "sets": archive.arch.sets,
-            "coeffs": archive.scheme, "precision": archive.precision}
+            "psnrs": psnrs, "decode_s": decode_s, "label": group.label, "arch": _net_label(info),
+            "sets": info["sets"], "coeffs": info.get("coeffs", "per-layer"), "precision": archive.precision,
+            "decode_mpx_per_s": group.pixels / 1e6 / sum(decode_s)}
+
+
+def _net_label(info: dict) -> str:
+    """"5x12" for a SIREN archive, "grid 7L 16x16" for a grid archive (from `mixinr info`'s fields)."""
+    if info.get("representation") == "grid":
+        return f"grid {info['levels']}L {'x'.join(map(str, info['synthesis']))}"
+    return f"{info['arch']['depth']}x{info['arch']['width']}"
 
 
 def mixinr_point(group: Group, bpp: float, **settings) -> dict:
@@ -263,6 +286,9 @@ def summarise(method: str, target: float, points: list[dict | None], n_groups: i
     archs = sorted({p["arch"] for p in pts if "arch" in p})
     if archs:
         row["nets"] = archs
+        speeds = [p["decode_mpx_per_s"] for p in pts if "decode_mpx_per_s" in p]
+        if speeds:
+            row["decode_mpx_per_s"] = round(float(np.mean(speeds)), 3)
         row["seconds"] = round(float(sum(p["seconds"] for p in pts)), 1)
     return row
 
@@ -389,6 +415,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=None)
     p.add_argument("--targets", nargs="+", type=float, default=None, help="bpp targets")
     p.add_argument("--kodak", action="store_true", help="Kodak 128x192 at 0.5 bpp instead of CIFAR-10")
+    p.add_argument("--kodak-full", choices=("alone", "group", "both"), default=None,
+                   help="full-size Kodak at 0.25 / 0.5 / 1 bpp: the first image alone, the folder as one group, or both")
     p.add_argument("--plot", type=Path, default=None, help="write an RD plot (PNG) of the rows")
     p.add_argument("--from-json", nargs="+", type=Path, default=None,
                    help="rows saved from earlier --json runs instead of measuring: merged per (method, "
@@ -403,7 +431,10 @@ def main(argv=None) -> int:
         report(rows, args.json, "merged rows")
         return 0
     start = time.perf_counter()
-    if args.kodak:
+    if args.kodak_full:
+        groups = kodak_full_groups(args.data or KODAK, args.kodak_full)
+        targets, methods = args.targets or KODAK_FULL_TARGETS, args.methods or KODAK_FULL_METHODS
+    elif args.kodak:
         groups = [load_kodak_group(args.data or KODAK)]
         targets, methods = args.targets or KODAK_TARGETS, args.methods or KODAK_METHODS
     else:
