@@ -110,7 +110,7 @@ def check_target(args) -> None:
 
 
 def add_network_flags(p) -> None:
-    """--sets, --coeffs, --omega, --objective; unset ones keep EncodeConfig's defaults (kept out of here so that
+    """--sets, --coeffs, --omega, --objective, --model, --effort, --time-limit; unset ones keep EncodeConfig's defaults (kept out of here so that
     the command starts without importing torch)."""
     p.add_argument("--sets", type=int, metavar="K", help="weight sets mixed per image (default: EncodeConfig's, 3)")
     p.add_argument("--coeffs", choices=("auto",) + SCHEMES,
@@ -121,11 +121,23 @@ def add_network_flags(p) -> None:
                    help="what fitting minimises: psnr (default: the images' mean PSNR, spending bits where dB "
                         "come cheap, so quality varies more between images) or mse (every pixel alike: "
                         "more even quality, the seed's loss); see docs/rd.md")
+    p.add_argument("--model", choices=("auto", "siren", "grid"),
+                   help="representation: auto (default: the grid for images over 256x256 pixels, else the SIREN), "
+                        "siren (one small network per group), grid (latent grids for photos; docs/photo.md)")
+    p.add_argument("--effort", type=int, choices=range(1, 10), metavar="1..9",
+                   help="the whole schedule at once, as cjxl -e: 1 fastest, 5 the default, 9 four times its fitting")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop fitting after this many seconds and keep the best archive found, within the budget")
+
+
+# EncodeConfig field of each network flag (the others are named alike).
+_FIELDS = {"sets": "sets", "coeffs": "coeffs", "omega": "omega", "objective": "objective", "model": "representation",
+           "effort": "effort", "time_limit": "time_limit"}
 
 
 def network_settings(args) -> dict:
     """The network flags the user gave, as EncodeConfig keyword arguments."""
-    return {k: getattr(args, k) for k in ("sets", "coeffs", "omega", "objective") if getattr(args, k) is not None}
+    return {field: getattr(args, k) for k, field in _FIELDS.items() if getattr(args, k) is not None}
 
 
 def _console():
@@ -167,9 +179,7 @@ def encode_summary(result) -> dict:
         "bpp": result.bpp,
         "psnr_mean": result.psnr_mean,
         "seconds": result.seconds,
-        "depth": result.arch.depth,
-        "width": result.arch.width,
-        "sets": result.arch.sets,
+        **_arch_fields(result.arch),
         "coeffs": result.coeffs,
         "precision": result.precision,
         "images": [{"name": im.name, "width": im.width, "height": im.height, "psnr": im.psnr}
@@ -183,6 +193,13 @@ def _torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def _arch_fields(arch) -> dict:
+    """The network keys of encode's JSON: depth, width and sets of a SIREN; a grid's own description."""
+    if isinstance(arch, dict):
+        return {"representation": "grid", **arch}
+    return {"representation": "siren", "depth": arch.depth, "width": arch.width, "sets": arch.sets}
 
 
 def images_table(title: str, p: dict, archive_label: str, archive_rate: str):
@@ -201,7 +218,8 @@ def images_table(title: str, p: dict, archive_label: str, archive_rate: str):
 
 
 def _human_encode(p: dict) -> None:
-    title = f"{p['archive']}: {p['depth']}x{p['width']}, K={p['sets']}, {p['coeffs']}, {p['precision']}"
+    net = f"{p['depth']}x{p['width']}" if p["representation"] == "siren" else f"grid {'x'.join(map(str, p['synthesis']))}"
+    title = f"{p['archive']}: {net}, K={p['sets']}, {p['coeffs']}, {p['precision']}"
     console = _console()
     console.print(images_table(title, p, "archive", f"{p['bytes']} B, {p['bpp']:.3f} bpp"))
     searched = f" ({plural(len(p['probes']), 'encode')} to reach the PSNR target)" if p["probes"] else ""
@@ -385,12 +403,9 @@ def run_info(args) -> int:
 def _human_info(p: dict) -> None:
     from rich.table import Table
 
-    a = p["arch"]
     console = _console()
     console.print(f"[bold]{p['archive']}[/bold]: mixinr format version {p['version']}, {p['bytes']} bytes")
-    console.print(f"network {a['depth']}x{a['width']} (omega first {a['omega_first']:g}, hidden {a['omega']:g}), "
-                  f"K={p['sets']} sets of {p['params_per_set']} parameters, N={p['images_count']} images")
-    console.print(f"coefficients {p['coeffs']}, precision {p['precision']}")
+    console.print(f"{p['network']}, N={p['images_count']} images, precision {p['precision']}", markup=False)
     console.print("sections: " + ", ".join(f"{k} {v} B" for k, v in p["sections"].items()))
     t = Table()
     t.add_column("#", justify="right")

@@ -111,8 +111,12 @@ class Archive:
         return to_uint8(rgb).numpy()
 
     def info(self) -> dict:
+        a = self.arch
         return {
             "version": self.version,
+            "representation": "siren",
+            "network": f"SIREN {a.depth}x{a.width} (omega first {a.omega_first:g}, hidden {a.omega:g}), K={a.sets} "
+                       f"sets of {a.params_per_set()} parameters, coefficients {self.scheme}",
             "bytes": self.n_bytes,
             "arch": {"depth": self.arch.depth, "width": self.arch.width,
                      "omega_first": self.arch.omega_first, "omega": self.arch.omega},
