@@ -142,6 +142,7 @@ class EncodeConfig:
     rules: NetworkRules = NetworkRules()
     rate: RateControl = RateControl()
     qat: QatConfig = QatConfig()
+    psnr_search: PsnrSearch = PsnrSearch()
     grid: GridConfig = GridConfig()
 
     def resolved(self, pixels_per_image: float) -> "EncodeConfig":

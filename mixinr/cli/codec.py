@@ -110,7 +110,8 @@ def check_target(args) -> None:
 
 
 def add_network_flags(p) -> None:
-    """--sets, --coeffs, --omega, --objective, --model, --effort, --time-limit; unset ones keep EncodeConfig's defaults (kept out of here so that
+    """--sets, --coeffs, --omega, --objective, --model, --effort, --time-limit; unset ones keep EncodeConfig's
+    defaults (kept out of here so that
     the command starts without importing torch)."""
     p.add_argument("--sets", type=int, metavar="K", help="weight sets mixed per image (default: EncodeConfig's, 3)")
     p.add_argument("--coeffs", choices=("auto",) + SCHEMES,
