@@ -11,7 +11,6 @@ which early in a short fit is most of them (docs/photo.md)."""
 from __future__ import annotations
 
 import math
-import sys
 import time
 import numpy as np
 import torch
@@ -20,7 +19,10 @@ from torch import Tensor, nn
 from mixinr.grid.latents import level_shapes, upsample_frame
 from mixinr.grid.prior import laplace_bits
 from mixinr.grid.synthesis import MixtureSynthesis
+from mixinr.progress import Bar, note
 from mixinr.settings import GridConfig
+
+ESTIMATE_AFTER = 3  # steps timed before the fit's estimated time is printed
 
 
 class GridModel(nn.Module):
@@ -71,61 +73,38 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
                             {"params": list(model.synthesis.parameters()), "lr": cfg.lr, "base": cfg.lr}])
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
-    step = 0
-    bar = _Progress(progress, cfg.steps, f"fitting grid, {len(images)} image{'s' if len(images) != 1 else ''}")
-    while step < cfg.steps:
-        if deadline is not None and step < hard_from and time.perf_counter() > deadline:
-            step = hard_from  # out of time: finish with the rounded phase only
-        for g in opt.param_groups:
-            g["lr"] = g["base"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
-        hard = step >= hard_from
-        sse, bits = 0.0, 0.0
-        opt.zero_grad(set_to_none=True)
-        for i, target in enumerate(targets):
-            rgb, b, coded = model(i, hard)
-            err = (rgb - target).square().sum()
-            loss = (err / 3 + math.exp(log_lam) * b) / pixels
-            loss.backward()
-            sse, bits = sse + float(err.detach()), bits + coded
-        opt.step()
-        bpp = bits / pixels
-        if target_bpp:
-            log_lam += cfg.lam_rate * (bpp / target_bpp - 1)
-        step += 1
-        bar.update(step, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp)
-    bar.close()
+    images_label = f"{len(images)} image{'s' if len(images) != 1 else ''}"
+    start = time.perf_counter()
+    with Bar(f"fitting grid, {images_label} [cpu]", cfg.steps, progress) as bar:
+        step = 0
+        while step < cfg.steps:
+            if deadline is not None and step < hard_from and time.perf_counter() > deadline:
+                step = hard_from  # out of time: finish with the rounded phase only
+            log_lam, psnr, bpp = _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg)
+            step += 1
+            bar.update(step, f"step {step}/{cfg.steps}  ~{psnr:.2f} dB  {bpp:.3f} bpp")
+            if step == ESTIMATE_AFTER and cfg.steps > 10 * step:
+                eta = (time.perf_counter() - start) / step * cfg.steps
+                note(f"estimated fitting time: {eta / 60:.1f} min ({cfg.steps} steps, {images_label})", progress)
     model.lam = math.exp(log_lam)
     return model
 
 
-class _Progress:
-    """One rich bar (step, PSNR, rate, ETA); after the first steps it prints the fit's estimated time."""
-
-    ESTIMATE_AFTER = 3  # steps timed before the estimate is printed
-
-    def __init__(self, show: bool | None, total: int, what: str):
-        self.total, self.bar, self.start = total, None, time.perf_counter()
-        if show if show is not None else sys.stderr.isatty():
-            from rich.console import Console
-            from rich.markup import escape
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.console = Console(stderr=True)
-            self.bar = Progress(TextColumn(escape(f"{what} [cpu]" if not torch.cuda.is_available() else what)),
-                                BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-                                TextColumn("~{task.fields[psnr]:.2f} dB  {task.fields[bpp]:.3f} bpp"),
-                                TimeRemainingColumn(), console=self.console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("fit", total=total, psnr=0.0, bpp=0.0)
-
-    def update(self, step: int, psnr: float, bpp: float) -> None:
-        if not self.bar:
-            return
-        self.bar.update(self.task, completed=step, psnr=psnr, bpp=bpp)
-        if step == self.ESTIMATE_AFTER and self.total > 10 * step:
-            eta = (time.perf_counter() - self.start) / step * self.total
-            self.console.print(f"estimated fitting time: {eta / 60:.1f} min ({self.total} steps)")
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
+def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg) -> tuple[float, float, float]:
+    """One Adam step over the group: (log lambda after its update, PSNR estimate, rounded latents' bpp)."""
+    for g in opt.param_groups:
+        g["lr"] = g["base"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+    hard = step >= hard_from
+    sse, bits = 0.0, 0.0
+    opt.zero_grad(set_to_none=True)
+    for i, target in enumerate(targets):
+        rgb, b, coded = model(i, hard)
+        err = (rgb - target).square().sum()
+        loss = (err / 3 + math.exp(log_lam) * b) / pixels
+        loss.backward()
+        sse, bits = sse + float(err.detach()), bits + coded
+    opt.step()
+    bpp = bits / pixels
+    if target_bpp:
+        log_lam += cfg.lam_rate * (bpp / target_bpp - 1)
+    return log_lam, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp
