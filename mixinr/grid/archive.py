@@ -99,8 +99,8 @@ class GridArchive:
     def info(self) -> dict:
         h = self.header
         return {"version": gformat.VERSION, "representation": "grid", "bytes": self.n_bytes, "sets": h.sets,
-                "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, K={h.sets} sets, "
-                           f"coefficients per layer",
+                "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, "
+                           f"K={h.sets} sets, coefficients per layer",
                 "precision": self.precision,
                 "levels": h.levels, "synthesis": list(h.widths), "latent_step": h.latent_step,
                 "images_count": len(self.names), "sections": dict(self.sections),

@@ -32,7 +32,8 @@ MAX_PIXELS = 1 << 28  # all images together: 256 Mpx, ~1.4 GB of float latents a
 # The latents' Laplace scale never goes under MIN_SCALE (symbol units), so a coded symbol costs at least
 # -log2(1 - exp(-1 / (2 MIN_SCALE))) bits: about 6.5e-5, i.e. at most ~123k symbols per byte.
 MIN_SCALE = 0.05
-MAX_SYMBOLS_PER_BYTE = 2 * math.ceil(8 / -math.log2(1 - math.exp(-0.5 / MIN_SCALE)))  # 2x: the coder rounds probabilities
+# Twice that: the coder rounds probabilities, and a valid archive must never be refused.
+MAX_SYMBOLS_PER_BYTE = 2 * math.ceil(8 / -math.log2(1 - math.exp(-0.5 / MIN_SCALE)))
 
 
 @dataclass
