@@ -29,8 +29,10 @@ from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mixinr import jsonout
 from mixinr.errors import MixinrError
 from mixinr.images import IMAGE_SUFFIXES, atomic_write
+from mixinr.validate import check_encode_settings, check_output_dir
 
 GROUPINGS = ("folder", "stride", "detail")
 EXECUTORS = ("local", "ray")
@@ -590,11 +592,11 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
         from mixinr.codec import EncodeConfig
 
         cfg = replace(cfg, encode=EncodeConfig())
+    _check_encode(cfg.encode)
     if cfg.executor == "ray":
         _import_ray()  # fail before any work when the extra is missing
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise MixinrError(f"{out}: exists and is not a folder")
+    check_output_dir(out)
     groups = make_groups(list_collection(input_dir, exclude=out), cfg.group_size, cfg.grouping)
     settings = settings_of(cfg)
     manifest_path = out / MANIFEST
@@ -625,7 +627,7 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
     def write():
         manifest = build_manifest(groups, results, settings)
         result.manifest = manifest
-        text = json.dumps(manifest, indent=1) + "\n"
+        text = jsonout.dumps(manifest, indent=1) + "\n"
         if not manifest_path.exists() or manifest_path.read_text() != text:
             atomic_write(manifest_path, text.encode())
 
@@ -656,6 +658,14 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
                 _run_in_process(tasks, task_fn, cfg.retries, on_done)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_encode(enc) -> None:
+    """The encode settings alone, before any manifest is written (each group's encode checks them
+    again against its images)."""
+    check_encode_settings(bpp=enc.bpp, depth=enc.depth, width=enc.width, sets=enc.sets, omega=enc.omega,
+                          precision=enc.precision, epochs=enc.epochs, lr=enc.lr, lbfgs_steps=enc.lbfgs_steps,
+                          qat_epochs=enc.qat_epochs, seed=enc.seed)
 
 
 def _existing_bytes(path: Path, names) -> bytes | None:

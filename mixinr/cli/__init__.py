@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import warnings
 
-from mixinr import __version__
+from mixinr import __version__, jsonout
 from mixinr.errors import MixinrError
 
 COMMAND_MODULES = [
@@ -38,7 +37,7 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def emit(args, payload, human) -> None:
     """Print `payload` as JSON with --json, else call `human(payload)` (a rich table or lines)."""
     if getattr(args, "json", False):
-        print(json.dumps(payload, indent=None, default=str))
+        print(jsonout.dumps(payload, indent=None, default=str))
     else:
         human(payload)
 

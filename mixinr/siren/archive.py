@@ -11,8 +11,7 @@ from mixinr.bitstream import Header, TensorCode
 from mixinr.errors import MixinrError
 from mixinr.model import Arch, MixtureSiren, image_layers, layer_coeffs, linear_coefficients, render, to_uint8
 from mixinr.settings import precision_bits
-
-MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB
+from mixinr.validate import check_output_size
 
 
 def coded_tensors(model: MixtureSiren) -> list[np.ndarray]:
@@ -65,7 +64,8 @@ class Archive:
 
     def __init__(self, parsed: bitstream.Parsed, source: str, n_bytes: int):
         h = parsed.header
-        self.source, self.n_bytes, self.sections = source, n_bytes, parsed.sections
+        self.header, self.source, self.n_bytes, self.sections = h, source, n_bytes, parsed.sections
+        self.madds_per_pixel = h.madds_per_pixel()  # the render cost cap counts pixels x this
         self.version = bitstream.VERSION
         self.names, self.sizes, self.precision, self.scheme = h.names, h.sizes, h.precision, h.coeffs
         self.arch = Arch(h.depth, h.width, h.sets, h.omega, h.omega_first)
@@ -108,23 +108,9 @@ class Archive:
         if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.names):
             raise MixinrError(f"{self.source}: no image {index} (the archive holds {len(self.names)})")
         h, w = self.sizes[index] if size is None else size
-        if not (1 <= h <= bitstream.MAX_SIDE and 1 <= w <= bitstream.MAX_SIDE and h * w <= MAX_DECODE_PIXELS):
-            raise MixinrError(f"{self.source}: output size {h}x{w} out of range")
+        check_output_size(self.source, h, w, self.madds_per_pixel)  # sides, pixels, pixels x network
         rgb = render(self.layers(index), self.arch, int(h), int(w))
         return to_uint8(rgb).numpy()
 
     def info(self) -> dict:
-        return {
-            "version": self.version,
-            "bytes": self.n_bytes,
-            "arch": {"depth": self.arch.depth, "width": self.arch.width,
-                     "omega_first": self.arch.omega_first, "omega": self.arch.omega},
-            "sets": self.arch.sets,
-            "images_count": len(self.names),
-            "coeffs": self.scheme,
-            "precision": self.precision,
-            "params_per_set": self.arch.params_per_set(),
-            "sections": dict(self.sections),
-            "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
-                       for i, (n, s) in enumerate(zip(self.names, self.sizes))],
-        }
+        return bitstream.describe(self.header, self.sections, self.n_bytes)
