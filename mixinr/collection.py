@@ -32,7 +32,7 @@ from typing import Any
 from mixinr import jsonout
 from mixinr.errors import MixinrError
 from mixinr.images import IMAGE_SUFFIXES, atomic_write
-from mixinr.validate import check_encode_settings, check_output_dir
+from mixinr.validate import check_config, check_output_dir
 
 GROUPINGS = ("folder", "stride", "detail")
 EXECUTORS = ("local", "ray")
@@ -589,10 +589,10 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
     `task_fn` is what runs per group (encode_group; tests pass a wrapper that fails on purpose).
     It must be importable by name in worker processes (a module-level function)."""
     if cfg.encode is None:
-        from mixinr.codec import EncodeConfig
+        from mixinr.settings import EncodeConfig
 
         cfg = replace(cfg, encode=EncodeConfig())
-    _check_encode(cfg.encode)
+    check_config(cfg.encode)  # before any manifest is written: a rerun with corrected settings must not find one
     if cfg.executor == "ray":
         _import_ray()  # fail before any work when the extra is missing
     out = Path(out_dir)
@@ -658,14 +658,6 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
                 _run_in_process(tasks, task_fn, cfg.retries, on_done)
     result.seconds = time.perf_counter() - start
     return result
-
-
-def _check_encode(enc) -> None:
-    """The encode settings alone, before any manifest is written (each group's encode checks them
-    again against its images)."""
-    check_encode_settings(bpp=enc.bpp, depth=enc.depth, width=enc.width, sets=enc.sets, omega=enc.omega,
-                          precision=enc.precision, epochs=enc.epochs, lr=enc.lr, lbfgs_steps=enc.lbfgs_steps,
-                          qat_epochs=enc.qat_epochs, seed=enc.seed)
 
 
 def _existing_bytes(path: Path, names) -> bytes | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mixinr.bitstream import MAX_SIDE
+from mixinr.bitstream import MAX_ARCHIVE_BYTES, MAX_SIDE, check_start
 from mixinr.errors import MixinrError
 
 HEAD_BYTES = 1 << 16  # read_bytes' first block, which `head` may refuse
@@ -100,6 +100,13 @@ def read_bytes(path, what: str = "file", limit: int | None = None, head=None) ->
     if limit is not None and len(data) > limit:
         raise MixinrError(f"{path}: more than {limit} bytes, larger than {what} can be")
     return data
+
+
+def read_archive_bytes(path, head=None) -> bytes:
+    """An archive file's bytes, at most the format's largest archive (bitstream.MAX_ARCHIVE_BYTES); a
+    foreign file is refused from its first bytes (`head`: another check of those, e.g. one that also
+    lets a collection manifest through)."""
+    return read_bytes(path, "an archive", MAX_ARCHIVE_BYTES, head or (lambda b: check_start(b, str(path))))
 
 
 def atomic_write(path, data: bytes, force: bool = True) -> None:

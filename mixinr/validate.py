@@ -13,14 +13,15 @@ from pathlib import Path
 
 from mixinr import bitstream
 from mixinr.errors import MixinrError
+from mixinr.settings import PRECISIONS
 
-# Decoder caps. Pixels: the render buffer (float32 RGB) stays under 1 GB. Work: pixels x multiply-adds
-# per pixel (the network's weights, for a SIREN params per set); 2^40 is about 40 s on the 2-core build
-# machine (docs/format.md), enough for 8192 x 8192 at 5x24 or full-size Kodak at --scale 4 with 9x60.
+# Decoder caps (docs/format.md "Caps"). Pixels: the render buffer (float32 RGB) stays under 1 GB. Work:
+# pixels x multiply-adds per pixel (a SIREN's: one set's weights); 2^38 took 2-4 minutes on the busy
+# 2-core build machine (1.0-2.4e9 multiply-adds/s at load 10) and allows 8192 x 8192 at 5x24 or
+# full-size Kodak at --scale 4 with 9x60.
 MAX_DECODE_PIXELS = 1 << 26
-MAX_RENDER_WORK = 1 << 40
+MAX_RENDER_WORK = 1 << 38
 MAX_SEED = (1 << 63) - 1  # torch.Generator.manual_seed takes 64-bit seeds
-PRECISIONS = ("auto", "fp16") + tuple(f"q{b}" for b in range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
 
 
 def check_positive(what: str, value, cap: float | None = None) -> None:
@@ -40,15 +41,11 @@ def _count(what: str, value, low: int, high: int | None = None) -> None:
         raise MixinrError(f"{what} must be {bound}, got {value}")
 
 
-def check_encode_settings(bpp=None, depth=None, width=None, sets=None, omega=None, precision=None, epochs=None,
-                          lr=None, lbfgs_steps=None, qat_epochs=None, seed=None) -> None:
-    """Every encode setting alone, and the network against the format's caps (MixinrError naming the flag)."""
+def check_encode_settings(bpp=None, precision=None, epochs=None, lr=None, lbfgs_steps=None, qat_epochs=None,
+                          seed=None) -> None:
+    """The encode settings every representation has, each alone (MixinrError naming the flag)."""
     check_positive("--bpp", bpp)
-    check_positive("--omega", omega, bitstream.MAX_OMEGA)
     check_positive("learning rate", lr)
-    _count("--depth", depth, 1, bitstream.MAX_DEPTH)
-    _count("--width", width, 1, bitstream.MAX_WIDTH)
-    _count("--sets", sets, 1, bitstream.MAX_SETS)
     _count("--epochs", epochs, 1)
     _count("--lbfgs-steps", lbfgs_steps, 0)
     _count("--qat-epochs", qat_epochs, 0)
@@ -57,14 +54,30 @@ def check_encode_settings(bpp=None, depth=None, width=None, sets=None, omega=Non
     if precision is not None and precision not in PRECISIONS:
         raise MixinrError(f"--precision must be auto, fp16 or q{bitstream.MIN_BITS}..q{bitstream.MAX_BITS}, "
                           f"got {precision!r}")
+
+
+def check_config(cfg) -> None:
+    """A settings.EncodeConfig before any work: the settings every representation has, and the SIREN's
+    network (the default representation; another checks its own when it makes its plan)."""
+    check_encode_settings(bpp=cfg.bpp, precision=cfg.precision, epochs=cfg.epochs, lr=cfg.lr,
+                          lbfgs_steps=cfg.lbfgs_steps, qat_epochs=cfg.qat_epochs, seed=cfg.seed)
+    if cfg.representation == "siren":
+        check_network(cfg.bpp, cfg.depth, cfg.width, cfg.sets, cfg.omega)
+
+
+def check_network(bpp=None, depth=None, width=None, sets=None, omega=None) -> None:
+    """The SIREN's network settings (siren.encoder.check): each within the format's caps, omega finite, and
+    the network, as far as given, within bitstream.MAX_PARAMS weights (a 64x4096 network is refused here,
+    not after minutes of fitting)."""
+    check_positive("--omega", omega, bitstream.MAX_OMEGA)
+    _count("--depth", depth, 1, bitstream.MAX_DEPTH)
+    _count("--width", width, 1, bitstream.MAX_WIDTH)
+    _count("--sets", sets, 1, bitstream.MAX_SETS)
     if bpp is None and (depth is None or width is None):
         raise MixinrError("give --bpp, or both --depth and --width")
-    if width is not None:
-        check_network(depth or 1, width, sets or 1)
-
-
-def check_network(depth: int, width: int, sets: int) -> None:
-    """A network the format can hold (bitstream.MAX_PARAMS weights in all)."""
+    if width is None:
+        return
+    depth, sets = depth or 1, sets or 1
     n = bitstream.params_for(depth, width, sets)
     if n > bitstream.MAX_PARAMS:
         raise MixinrError(f"a {depth}x{width} network with K={sets} has {n} weights, over the format's "

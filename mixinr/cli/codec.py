@@ -82,26 +82,23 @@ def _console():
 
 def run_encode(args) -> int:
     from mixinr.images import atomic_write, expand_inputs, read_image
-    from mixinr.validate import check_budget, check_encode_settings, check_output_file
+    from mixinr.settings import EncodeConfig
+    from mixinr.validate import check_budget, check_config, check_output_file
 
     # Every argument is checked before torch is imported or an image read (a bad flag answers at once).
-    check_encode_settings(bpp=args.bpp, depth=args.depth, width=args.width, sets=args.sets, omega=args.omega,
-                          precision=args.precision, epochs=args.epochs, lbfgs_steps=args.lbfgs_steps,
-                          qat_epochs=args.qat_epochs, seed=args.seed)
+    cfg = EncodeConfig(bpp=args.bpp, depth=args.depth, width=args.width, **network_settings(args),
+                       precision=args.precision, epochs=args.epochs, lbfgs_steps=args.lbfgs_steps,
+                       qat_epochs=args.qat_epochs, seed=args.seed, device=args.device)
+    check_config(cfg)
     out = Path(args.output)
     check_output_file(out, args.force)
     paths = expand_inputs(args.inputs)
     images = [read_image(p) for p in paths]
-    if args.bpp is not None and args.width is not None:
-        sets = min(args.sets or 1, len(images))
-        check_budget(args.bpp, sum(im.shape[0] * im.shape[1] for im in images), len(images), args.depth or 1,
-                     args.width, sets, args.precision)
-    from mixinr.codec import EncodeConfig, encode
+    if cfg.bpp is not None and cfg.width is not None:  # (the depth by image size, if not given, is more)
+        check_budget(cfg.bpp, sum(im.shape[0] * im.shape[1] for im in images), len(images), cfg.depth or 1,
+                     cfg.width, min(cfg.sets, len(images)), cfg.precision)
+    from mixinr.codec import encode
 
-    cfg = EncodeConfig(bpp=args.bpp, depth=args.depth, width=args.width, **network_settings(args),
-                       precision=args.precision, epochs=args.epochs, lbfgs_steps=args.lbfgs_steps,
-                       qat_epochs=args.qat_epochs, seed=args.seed,
-                       device=args.device)
     result = encode(images, [p.name for p in paths], cfg)
     atomic_write(out, result.data, force=args.force)
     payload = {"archive": str(out), **encode_summary(result)}
@@ -171,18 +168,9 @@ def _target_size(args, original: tuple[int, int]) -> tuple[int, int]:
     return original
 
 
-def read_archive_bytes(path, head=None) -> bytes:
-    """An archive file's bytes, at most the format's largest archive; a foreign file is refused from its
-    first bytes (`head`: another check of those, e.g. one that also lets a manifest through)."""
-    from mixinr.bitstream import MAX_ARCHIVE_BYTES, check_start
-    from mixinr.images import read_bytes
-
-    return read_bytes(path, "an archive", MAX_ARCHIVE_BYTES, head or (lambda b: check_start(b, str(path))))
-
-
 def run_decode(args) -> int:
     from mixinr import bitstream
-    from mixinr.images import write_png
+    from mixinr.images import read_archive_bytes, write_png
     from mixinr.validate import check_output_dir, check_output_size, scaled_size
 
     src = Path(args.archive)
@@ -287,6 +275,7 @@ def _human_decode(p: dict) -> None:
 
 def run_info(args) -> int:
     from mixinr import bitstream
+    from mixinr.images import read_archive_bytes
 
     # Version 1: the header alone, no torch, no weights decoded (bitstream.read still checks the whole
     # file); another version: its decoder's info.

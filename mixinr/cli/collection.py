@@ -52,14 +52,7 @@ def register(subparsers) -> None:
 
 
 def run_encode_collection(args) -> int:
-    from mixinr.validate import check_encode_settings, check_output_dir
-
-    # Before torch is imported and before the manifest is written: a rerun with corrected settings
-    # must not find a manifest of the bad ones.
-    check_encode_settings(bpp=args.bpp, depth=args.depth, width=args.width, sets=args.sets, omega=args.omega,
-                          precision=args.precision, epochs=args.epochs, seed=args.seed)
-    check_output_dir(args.output)
-    from mixinr.codec import EncodeConfig
+    from mixinr.settings import EncodeConfig
 
     encode = EncodeConfig(
         bpp=args.bpp, depth=args.depth, width=args.width, **network_settings(args),
