@@ -29,11 +29,19 @@ MAX_WIDTH = 4096
 MAX_SETS = 256
 MAX_IMAGES = 1 << 20
 MAX_SIDE = 65535
-MAX_PARAMS = 1 << 26  # K x params per set: 256 MiB of float32
+MAX_PARAMS = 1 << 26  # K x params per set: 256 MiB of float32; also the cap on N x K coefficients
 MAX_NAME_BYTES = 255
 MIN_BITS, MAX_BITS = 2, 16
 MAX_OMEGA = 1e4
 MAX_COEFF = 1e4
+# Work bounded by the file (docs/format.md "Caps"): an archive is read whole into memory only up to
+# MAX_ARCHIVE_BYTES (the largest network the caps allow in fp16 is 128 MiB), and a quantised weights
+# section must hold at least one byte per MAX_VALUES_PER_BYTE values it decodes to. Real archives code
+# 1-16 bits per value (0.5-8 values per byte); the writer pads the rare degenerate stream (a tensor of
+# almost only zeros at a coarse step) with zero bytes, which decode to the same symbols. Without this a
+# 60-byte file could ask the range coder for 2^26 symbols.
+MAX_ARCHIVE_BYTES = 1 << 28
+MAX_VALUES_PER_BYTE = 1 << 10
 
 FLAG_LEARNED = 1
 FLAG_QUANTISED = 2
@@ -105,6 +113,10 @@ class Header:
 
     def n_params(self) -> int:
         return sum(math.prod(s) for s in self.tensor_shapes())
+
+    def madds_per_pixel(self) -> int:
+        """Rendering cost of one output pixel (the decoder's work cap counts this): one set's weights."""
+        return params_for(self.depth, self.width, 1)
 
 
 @dataclass
@@ -239,8 +251,18 @@ def write(h: Header, coeffs: np.ndarray | None, weights: bytes) -> bytes:
         if coeffs is None or np.shape(coeffs) != h.coeff_shape():
             raise ValueError(f"learned coefficients need a {h.coeff_shape()} matrix")
         body += coeff_bytes(coeffs)
+    if h.bits is not None:
+        weights = bytes(weights) + bytes(max(0, min_stream_bytes(h.n_params()) - len(weights)))
     body += weights
+    if len(body) + 4 > MAX_ARCHIVE_BYTES:
+        raise ValueError(f"archive of {len(body) + 4} bytes is over the format's {MAX_ARCHIVE_BYTES} bytes")
     return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+def min_stream_bytes(values: int) -> int:
+    """The fewest bytes a range-coded section may have that decodes to `values` values (the reader's
+    bound on declared work; see MAX_VALUES_PER_BYTE)."""
+    return -(-values // MAX_VALUES_PER_BYTE)
 
 
 def _header_problem(h: Header) -> str | None:
@@ -252,7 +274,7 @@ def _header_problem(h: Header) -> str | None:
         return "network too large"
     if h.coeffs not in SCHEMES:
         return f"unknown coefficient scheme {h.coeffs!r}"
-    if h.coeffs != "linear" and math.prod(h.coeff_shape()) > MAX_PARAMS:
+    if h.n * h.sets > MAX_PARAMS or (h.coeffs != "linear" and math.prod(h.coeff_shape()) > MAX_PARAMS):
         return "coefficient matrix too large"
     for o in (h.omega_first, h.omega):
         if not (math.isfinite(o) and 0 < o <= MAX_OMEGA):
@@ -344,18 +366,26 @@ def read_names(r: _Reader, n: int) -> list[str]:
     return names
 
 
+def check_start(head: bytes, source: str = "archive") -> None:
+    """Refuse a file from its first bytes (the whole file when it is that short): empty or foreign.
+    Readers call it on the first block, before reading (say) all of /dev/zero."""
+    if not head:
+        raise MixinrError(f"{source}: empty file, not a mixinr archive")
+    if head[: len(MAGIC)] != MAGIC:
+        if len(head) < len(MAGIC) and MAGIC.startswith(head):
+            raise MixinrError(f"{source}: truncated file ({len(head)} bytes)")
+        raise MixinrError(f"{source}: not a mixinr archive (wrong magic bytes)")
+
+
 def format_version(data: bytes, source: str = "archive") -> int:
-    """The format version byte of what looks like an archive (magic and length checked): which
+    """The format version byte of what looks like an archive (size, magic and length checked): which
     representation's reader gets it (codec.archive_from_bytes)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MixinrError(f"{source}: not bytes")
-    data = bytes(data)
-    if not data:
-        raise MixinrError(f"{source}: empty file, not a mixinr archive")
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
-        if MAGIC.startswith(data[: len(MAGIC)]) and len(data) < len(MAGIC):
-            raise MixinrError(f"{source}: truncated file ({len(data)} bytes)")
-        raise MixinrError(f"{source}: not a mixinr archive (wrong magic bytes)")
+    if len(data) > MAX_ARCHIVE_BYTES:
+        raise MixinrError(f"{source}: {len(data)} bytes, over the largest archive the format allows "
+                          f"({MAX_ARCHIVE_BYTES} bytes)")
+    check_start(bytes(data[:FIXED_BYTES]), source)
     if len(data) < FIXED_BYTES:
         raise MixinrError(f"{source}: truncated file ({len(data)} bytes)")
     return data[len(MAGIC)]
@@ -397,6 +427,8 @@ def read(data: bytes, source: str = "archive") -> Parsed:
     # Each image needs at least 3 bytes of names: reject counts the file cannot hold before allocating.
     if 3 * n > end - r.pos:
         r.fail(f"header claims {n} images but the file is too short")
+    if n * sets > MAX_PARAMS:  # the coefficient matrix, stored or not (linear ones are computed)
+        r.fail(f"{n} images x K={sets} coefficients too many (max {MAX_PARAMS})")
     omega_first = omega = IMPLICIT_OMEGA
     if flags & FLAG_OMEGA:
         omega_first, omega = struct.unpack("<ff", r.take(8))
@@ -442,6 +474,30 @@ def read(data: bytes, source: str = "archive") -> Parsed:
             r.fail(f"weights section is {len(weights)} bytes, expected {2 * params} (truncated or corrupt)")
     elif len(weights) > STREAM_BYTES_PER_VALUE * params + STREAM_SLACK_BYTES:
         r.fail("weights section larger than the network can need")
+    elif len(weights) < min_stream_bytes(params):
+        r.fail(f"weights section of {len(weights)} bytes cannot hold {params} values "
+               f"(at most {MAX_VALUES_PER_BYTE} per byte)")
     sections["weights"] = len(weights)
     sections["checksum"] = 4
     return Parsed(header, coeffs, weights, sections)
+
+
+def describe(h: Header, sections: dict[str, int], n_bytes: int) -> dict:
+    """What `mixinr info` prints: the header's fields and the bytes per section (Parsed.sections), from
+    the header alone (the weights are not decoded, so this needs no torch)."""
+    return {
+        "version": VERSION,
+        "representation": "siren",
+        "network": f"SIREN {h.depth}x{h.width} (omega first {h.omega_first:g}, hidden {h.omega:g}), K={h.sets} sets "
+                   f"of {params_for(h.depth, h.width, 1)} parameters, coefficients {h.coeffs}",
+        "bytes": n_bytes,
+        "arch": {"depth": h.depth, "width": h.width, "omega_first": h.omega_first, "omega": h.omega},
+        "sets": h.sets,
+        "images_count": h.n,
+        "coeffs": h.coeffs,
+        "precision": h.precision,
+        "params_per_set": params_for(h.depth, h.width, 1),
+        "sections": dict(sections),
+        "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
+                   for i, (n, s) in enumerate(zip(h.names, h.sizes))],
+    }

@@ -18,12 +18,13 @@ import numpy as np
 
 from mixinr import bitstream, grid, ratecontrol, siren, target
 from mixinr.errors import MixinrError
-from mixinr.images import read_bytes
+from mixinr.images import read_archive_bytes
 from mixinr.representation import Decoder, Representation
 from mixinr.settings import (EFFORT_SCALE, ENCODER_OMEGA, PRECISIONS, EncodeConfig, FitSchedule, NetworkRules,  # noqa: F401
                              QatConfig, RateControl)
 from mixinr.siren.archive import Archive, pack  # noqa: F401 - the SIREN's archive API, used by name
 from mixinr.train import OBJECTIVES
+from mixinr.validate import check_encode_settings
 
 # What `EncodeConfig.representation` names, and which reader each format version byte gets. A new
 # representation is one entry here plus its own modules.
@@ -121,7 +122,7 @@ def archive_from_bytes(data: bytes, source: str = "archive") -> Decoder:
 
 def read_archive(path) -> Decoder:
     """Read and validate an archive file; errors are MixinrError "<path>: <problem>"."""
-    return archive_from_bytes(read_bytes(path, "an archive"), str(path))
+    return archive_from_bytes(read_archive_bytes(path), str(path))
 
 
 def _check_inputs(images, names, cfg: EncodeConfig) -> None:
@@ -157,13 +158,5 @@ def _check_inputs(images, names, cfg: EncodeConfig) -> None:
         raise MixinrError(f"--time-limit must be a positive number of seconds, got {cfg.time_limit}")
     if cfg.objective not in OBJECTIVES:
         raise MixinrError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
-    if cfg.precision not in PRECISIONS:
-        raise MixinrError(f"precision must be auto, fp16 or q{bitstream.MIN_BITS}..q{bitstream.MAX_BITS}")
-    if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise MixinrError(f"learning rate must be a positive number, got {cfg.lr}")
-    if cfg.epochs is not None and cfg.epochs < 1:
-        raise MixinrError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if cfg.lbfgs_steps is not None and cfg.lbfgs_steps < 0:
-        raise MixinrError(f"--lbfgs-steps must be 0 or more, got {cfg.lbfgs_steps}")
-    if cfg.qat_epochs is not None and cfg.qat_epochs < 0:
-        raise MixinrError(f"--qat-epochs must be 0 or more, got {cfg.qat_epochs}")
+    check_encode_settings(bpp=cfg.bpp, precision=cfg.precision, epochs=cfg.epochs, lr=cfg.lr,
+                          lbfgs_steps=cfg.lbfgs_steps, qat_epochs=cfg.qat_epochs, seed=cfg.seed)

@@ -29,8 +29,10 @@ from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mixinr import jsonout
 from mixinr.errors import MixinrError
 from mixinr.images import IMAGE_SUFFIXES, atomic_write
+from mixinr.validate import check_config, check_output_dir
 
 GROUPINGS = ("folder", "stride", "detail")
 EXECUTORS = ("local", "ray")
@@ -589,14 +591,14 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
     `task_fn` is what runs per group (encode_group; tests pass a wrapper that fails on purpose).
     It must be importable by name in worker processes (a module-level function)."""
     if cfg.encode is None:
-        from mixinr.codec import EncodeConfig
+        from mixinr.settings import EncodeConfig
 
         cfg = replace(cfg, encode=EncodeConfig())
+    check_config(cfg.encode)  # before any manifest is written: a rerun with corrected settings must not find one
     if cfg.executor == "ray":
         _import_ray()  # fail before any work when the extra is missing
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise MixinrError(f"{out}: exists and is not a folder")
+    check_output_dir(out)
     groups = make_groups(list_collection(input_dir, exclude=out), cfg.group_size, cfg.grouping)
     settings = settings_of(cfg)
     manifest_path = out / MANIFEST
@@ -627,7 +629,7 @@ def encode_collection(input_dir, out_dir, cfg: CollectionConfig,
     def write():
         manifest = build_manifest(groups, results, settings)
         result.manifest = manifest
-        text = json.dumps(manifest, indent=1) + "\n"
+        text = jsonout.dumps(manifest, indent=1) + "\n"
         if not manifest_path.exists() or manifest_path.read_text() != text:
             atomic_write(manifest_path, text.encode())
 

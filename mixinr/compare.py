@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from mixinr.baselines import Codec, round_trip
+from mixinr.jsonout import finite
 from mixinr.metrics import bpp as bits_per_pixel
 from mixinr.metrics import psnr
 
@@ -420,17 +421,6 @@ def bd(anchor: Curve, test: Curve, metric: str = "psnr") -> dict:
 # output
 
 
-def _finite(x):
-    """JSON has no inf/NaN: such values (a lossless PSNR) become null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
 def results(curves: list[Curve], images: list[dict], skipped: list[str], notices: list[str],
             config: dict, reference: str = "mixinr", targets=None) -> dict:
     """The whole comparison as one JSON-able dict."""
@@ -446,7 +436,7 @@ def results(curves: list[Curve], images: list[dict], skipped: list[str], notices
                 bds.append(bd(c, ref, "ms-ssim"))
     if targets is None:
         targets = sorted(set(ref.bpp)) if ref is not None else []
-    return _finite({
+    return finite({
         "format": FORMAT,
         "version": VERSION,
         "images": images,

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from mixinr import data as datasets
+from mixinr import jsonout
 from mixinr.errors import MixinrError
 from mixinr.images import atomic_write, write_png
 from mixinr.metrics import bpp, bpp_per_sample, psnr
@@ -249,7 +250,7 @@ def _fit_net(cfg: ExperimentConfig, unit: _Unit, depth: int, width: int, out: Pa
     atomic_write(run_dir / "model.mixinr", archive)
     history = {"run": name, "best_epoch": result.best_epoch, "best_loss": result.best_loss,
                "losses": [float(f"{x:.6g}") for x in result.losses]}
-    atomic_write(run_dir / "losses.json", json.dumps(history).encode())
+    atomic_write(run_dir / "losses.json", jsonout.dumps(history).encode())
     n_pixels = sum(h * w for h, w in sizes)
     return {
         "run": name, "depth": depth, "width": width,
@@ -354,7 +355,7 @@ def _run_units(cfg, units, out, skipped, log) -> SweepReport:
         rows.append(row)
         seen.add(key)
         per_sweep[unit.sweep.name].append(row)
-        atomic_write(results_path, json.dumps(all_rows, indent=1).encode())
+        atomic_write(results_path, jsonout.dumps(all_rows, indent=1).encode())
         log(f"    half PSNR {row['psnr_half']:.2f} dB at {row['bpp']:.3f} bpp in {row['seconds']:.1f} s")
     summaries = {s.name: summarize(per_sweep[s.name], s) for s in cfg.sweeps}
     for name, summary in summaries.items():

@@ -112,6 +112,7 @@ class Decoder(Protocol):
     sizes: list[tuple[int, int]]  # (height, width) each image was encoded at
     precision: str
     n_bytes: int
+    madds_per_pixel: int  # rendering cost of one output pixel: decode refuses pixels x this over the cap
 
     def __len__(self) -> int: ...
 

@@ -212,7 +212,7 @@ def test_jpeg_figures_in_results_match_pillow(folder, tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--codecs", "jpeg,bpg"], "--codecs: unknown codec 'bpg'"),
-    (["--bpp", "0"], "--bpp must be positive"),
+    (["--bpp", "0"], "--bpp must be a positive number"),
     (["--group-size", "0"], "--group-size must be at least 1"),
 ])
 def test_cli_user_errors_are_one_line(folder, tmp_path, capsys, argv, message):

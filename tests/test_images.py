@@ -65,3 +65,64 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "r.bin").stat().st_mode & 0o777 == 0o644
+
+
+class _FailsHalfWay:
+    """A file object that writes half of what it is given, then raises `exc` (a full disk, Ctrl-C)."""
+
+    def __init__(self, f, exc):
+        self.f, self.exc = f, exc
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise self.exc
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch, exc):
+    """A write that fails half-way (injected: the disk fills, or Ctrl-C) leaves the old file intact and no
+    temporary beside it; a full disk is one MixinrError naming the file, an interrupt stays an interrupt."""
+    import os
+
+    from mixinr import images
+
+    target = tmp_path / "a.mixinr"
+    target.write_bytes(b"old archive")
+    real = os.fdopen
+    monkeypatch.setattr(images.os, "fdopen", lambda fd, mode: _FailsHalfWay(real(fd, mode), exc))
+    expected = (MixinrError, "a.mixinr: cannot write \\(No space left") if isinstance(exc, OSError) else (
+        KeyboardInterrupt, None)
+    with pytest.raises(expected[0], match=expected[1]):
+        atomic_write(target, b"new archive, longer than the old one", force=True)
+    assert target.read_bytes() == b"old archive"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mixinr"]
+
+
+def test_write_errors_are_one_line(tmp_path):
+    """A file in the way of the folder, and a folder without write permission: MixinrError naming the file."""
+    import os
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(MixinrError, match="f/sub/a.png: cannot write \\(a file is in the way"):
+        atomic_write(tmp_path / "f" / "sub" / "a.png", b"x")
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").mkdir(mode=0o555)
+        with pytest.raises(MixinrError, match="Permission denied"):
+            atomic_write(tmp_path / "ro" / "a.png", b"x")
+
+
+def test_image_larger_than_the_format_is_refused_from_its_header(tmp_path):
+    """A side over the format's 65535 is refused before the pixels are decoded."""
+    Image.new("RGB", (70000, 1)).save(tmp_path / "wide.png")
+    with pytest.raises(MixinrError, match="wide.png: image of 70000x1 pixels is too large"):
+        read_image(tmp_path / "wide.png")

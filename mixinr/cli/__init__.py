@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import json
 import logging
 import os
 import sys
 import warnings
 
-from mixinr import __version__
+from mixinr import __version__, jsonout
 from mixinr.errors import MixinrError
 
 COMMAND_MODULES = [
@@ -75,7 +74,7 @@ def plural(n: int, word: str) -> str:
 def emit(args, payload, human) -> None:
     """Print `payload` as JSON with --json, else call `human(payload)` (a rich table or lines) unless -q."""
     if getattr(args, "json", False):
-        print(json.dumps(payload, indent=None, default=str))
+        print(jsonout.dumps(payload, indent=None, default=str))
     elif not getattr(args, "quiet", False):
         human(payload)
 

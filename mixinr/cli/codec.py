@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from pathlib import Path
@@ -153,20 +152,24 @@ def _console():
 def run_encode(args) -> int:
     from mixinr.images import atomic_write, expand_inputs, read_image
     from mixinr.progress import note
+    from mixinr.validate import check_budget, check_config, check_output_file
 
+    # Every argument is checked before torch is imported or an image read (a bad flag answers at once).
     check_target(args)
+    cfg = encode_config(args)
+    check_config(cfg)
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise MixinrError(f"{out}: already exists (use --force to overwrite)")
-    if out.is_dir():
-        raise MixinrError(f"{out}: is a directory")
+    check_output_file(out, args.force)
     paths = expand_inputs(args.inputs)
     images = [read_image(p) for p in paths]
+    if cfg.bpp is not None and cfg.width is not None:  # (the depth by image size, if not given, is more)
+        check_budget(cfg.bpp, sum(im.shape[0] * im.shape[1] for im in images), len(images), cfg.depth or 1,
+                     cfg.width, min(cfg.sets, len(images)), cfg.precision)
     # A line before torch loads: on a busy machine the import alone took half a minute (docs/codec.md).
     note(f"encoding {plural(len(images), 'image')}, {sum(im.shape[0] * im.shape[1] for im in images)} pixels")
     from mixinr.codec import encode
 
-    result = encode(images, [p.name for p in paths], encode_config(args))
+    result = encode(images, [p.name for p in paths], cfg)
     atomic_write(out, result.data, force=args.force)
     payload = {"archive": str(out), **encode_summary(result)}
     emit(args, payload, _human_encode)
@@ -240,26 +243,35 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _target_size(args, original: tuple[int, int]) -> tuple[int, int] | None:
+def _target_size(args, original: tuple[int, int]) -> tuple[int, int]:
+    from mixinr.validate import scaled_size
+
     if args.size:
         return _parse_size(args.size)
     if args.scale is not None:
-        if not (math.isfinite(args.scale) and args.scale > 0):
-            raise MixinrError(f"--scale must be a positive number, got {args.scale}")
-        return max(1, round(original[0] * args.scale)), max(1, round(original[1] * args.scale))
-    return None
+        return scaled_size(original, args.scale)
+    return original
 
 
 def run_decode(args) -> int:
-    from mixinr.codec import archive_from_bytes, read_archive
-    from mixinr.images import png_bytes, read_bytes, write_png
-    from mixinr.metrics import psnr
-    from mixinr.sheet import Entry, contact_sheet
+    from mixinr import bitstream
+    from mixinr.images import png_bytes, read_archive_bytes, write_png
+    from mixinr.validate import check_output_dir, check_output_size, scaled_size
 
     src = Path(args.archive)
-    raw = read_bytes(src, "an archive")
+    if args.size:
+        _parse_size(args.size)
+    if args.scale is not None:
+        scaled_size((1, 1), args.scale)  # a bad --scale is refused before reading anything
+    if args.output not in (None, "-") and Path(args.output).suffix.lower() != ".png":
+        check_output_dir(Path(args.output))  # an existing file in the way, or no write permission
 
-    archives: dict = {}  # Path -> its decoder
+    def manifest_or_archive(head: bytes) -> None:
+        if head.lstrip()[:1] != b"{":
+            bitstream.check_start(head, str(src))
+
+    raw = read_archive_bytes(src, manifest_or_archive)
+    headers: dict[Path, tuple] = {}  # path -> (names, sizes, multiply-adds per pixel, bytes, decoder or None)
     if raw.lstrip()[:1] == b"{":
         from mixinr.collection import manifest_images, read_manifest
 
@@ -267,14 +279,14 @@ def run_decode(args) -> int:
         if args.index:
             raise MixinrError("--index selects images of an archive; use --name with a manifest")
     else:
-        archives[src] = archive_from_bytes(raw, str(src))
-        a = archives[src]
-        entries = [{"name": n, "archive": src, "index": i} for i, n in enumerate(a.names)]
+        headers[src] = _header(raw, str(src))
+        entries = [{"name": n, "archive": src, "index": i} for i, n in enumerate(headers[src][0])]
         if args.index:
             for i in args.index:
                 if not 0 <= i < len(entries):
                     raise MixinrError(f"{src}: no image {i} (the archive holds {len(entries)}, indices 0-{len(entries) - 1})")
             entries = [entries[i] for i in dict.fromkeys(args.index)]
+    del raw
     if args.name:
         by_name = {}
         for e in entries:
@@ -285,20 +297,21 @@ def run_decode(args) -> int:
             raise MixinrError(f"{src}: no image named {missing[0]!r}")
         entries = list({id(by_name[n]): by_name[n] for n in args.name}.values())
 
-    # Plan every output (archive, index, size, file) before writing any, so errors leave nothing behind.
+    # Plan every output (archive, index, size, file) and check each size against the decoder's caps
+    # before writing any, so errors leave nothing behind.
     mode = _output_mode(args, len(entries), src)
     plan, used = [], set()
     for e in entries:
-        if e["archive"] not in archives:
-            archives[e["archive"]] = read_archive(e["archive"])
-        a = archives[e["archive"]]
-        if e["index"] >= len(a.names):
+        if e["archive"] not in headers:
+            headers[e["archive"]] = _header(read_archive_bytes(e["archive"]), str(e["archive"]))
+        names, sizes, madds, _, _ = headers[e["archive"]]
+        if e["index"] >= len(names):
             raise MixinrError(f"{e['archive']}: no image {e['index']} (manifest entry {e['name']!r})")
         target = None
         if mode == "file":
             target = Path(args.output)
         elif mode == "dir":
-            stem = Path(a.names[e["index"]]).stem
+            stem = Path(names[e["index"]]).stem
             name, k = f"{stem}.png", 1
             while name in used:  # same stem from different folders: keep both
                 name, k = f"{stem}-{k}.png", k + 1
@@ -306,15 +319,25 @@ def run_decode(args) -> int:
             target = Path(args.output) / name
         if target is not None and target.exists() and not args.force:
             raise MixinrError(f"{target}: already exists (use --force to overwrite)")
-        size = _target_size(args, a.sizes[e["index"]])
-        original = _original(args.originals, a.names[e["index"]], a.sizes[e["index"]]) if args.originals else None
-        plan.append((a, e["index"], size, target, original))
+        size = _target_size(args, sizes[e["index"]])
+        check_output_size(f"{e['archive']}: image {e['index']} ({names[e['index']]})", *size, madds)
+        original = _original(args.originals, names[e["index"]], sizes[e["index"]]) if args.originals else None
+        plan.append((e["archive"], e["index"], size, target, original))
     grid = Path(args.grid) if args.grid else None
     if grid is not None and grid.exists() and not args.force:
         raise MixinrError(f"{grid}: already exists (use --force to overwrite)")
 
+    from mixinr.codec import archive_from_bytes
+    from mixinr.metrics import psnr
+    from mixinr.sheet import Entry, contact_sheet
+
+    archives: dict = {}  # Path -> its decoder
     done, sheet = [], []
-    for a, index, size, target, original in plan:
+    for path, index, size, target, original in plan:
+        if path not in archives:
+            _, _, _, data, decoder = headers.pop(path)
+            archives[path] = decoder or archive_from_bytes(data, str(path))
+        a = archives[path]
         img = a.decode(index, size)
         if mode == "stdout":
             sys.stdout.buffer.write(png_bytes(img))
@@ -377,6 +400,20 @@ def _original(folder: str, name: str, size):
     raise MixinrError(f"{root}: no original for {name!r}")
 
 
+def _header(data: bytes, source: str) -> tuple:
+    """(names, sizes, multiply-adds per pixel, the bytes, decoder or None) of an archive: version 1 from its
+    header alone (bitstream, no torch, nothing decoded yet); other versions through their decoder."""
+    from mixinr import bitstream
+
+    if bitstream.format_version(data, source) == bitstream.VERSION:
+        h = bitstream.read(data, source).header
+        return h.names, h.sizes, h.madds_per_pixel(), data, None
+    from mixinr.codec import archive_from_bytes
+
+    decoder = archive_from_bytes(data, source)
+    return decoder.names, decoder.sizes, decoder.madds_per_pixel, None, decoder
+
+
 def _human_decode(p: dict, stderr: bool = False) -> None:
     from rich.console import Console
 
@@ -394,9 +431,19 @@ def _human_decode(p: dict, stderr: bool = False) -> None:
 
 
 def run_info(args) -> int:
-    from mixinr.codec import read_archive
+    from mixinr import bitstream
+    from mixinr.images import read_archive_bytes
 
-    info = read_archive(args.archive).info()
+    # Version 1: the header alone, no torch, no weights decoded (bitstream.read still checks the whole
+    # file); another version: its decoder's info.
+    data, source = read_archive_bytes(args.archive), str(args.archive)
+    if bitstream.format_version(data, source) == bitstream.VERSION:
+        parsed = bitstream.read(data, source)
+        info = bitstream.describe(parsed.header, parsed.sections, len(data))
+    else:
+        from mixinr.codec import archive_from_bytes
+
+        info = archive_from_bytes(data, source).info()
     emit(args, {"archive": str(args.archive), **info}, _human_info)
     return 0
 

@@ -6,10 +6,10 @@ and an RD plot (PNG + SVG). docs/compare.md says what is measured and how.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from mixinr import jsonout
 from mixinr.cli import add_json_flag, add_threads_flag, emit, times
 from mixinr.errors import MixinrError
 from mixinr.settings import FitSchedule
@@ -78,10 +78,34 @@ def _load(inputs):
         else:
             paths.extend(expand_inputs([item]))  # its one-line errors for a missing file
     paths = sorted(dict.fromkeys(paths), key=lambda p: (str(p.parent), p.name))
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):  # same file name in two folders: keep them apart
-        names = [str(p) for p in paths]
-    return names, [str(p.parent) for p in paths], [read_image(p) for p in paths]
+    return unique_names(paths), [str(p.parent) for p in paths], [read_image(p) for p in paths]
+
+
+def unique_names(paths) -> list[str]:
+    """One plain file name per path (mixinr stores names in its archives, so never a '/'). A name that
+    two folders share becomes the path below their common folder with '/' as '__' (as encode-collection
+    stores names), and a name that still repeats gets -1, -2, ... before its suffix."""
+    import os
+
+    from mixinr.bitstream import check_name
+    from mixinr.collection import stored_name
+
+    paths = [Path(p) for p in paths]
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.name] = counts.get(p.name, 0) + 1
+    root = Path(os.path.commonpath([str(p.resolve().parent) for p in paths])) if paths else Path(".")
+    names, used = [], set()
+    for p in paths:
+        name = p.name if counts[p.name] == 1 else stored_name(p.resolve().relative_to(root).as_posix())
+        if check_name(name):
+            name = p.name
+        base, k = name, 1
+        while name in used:
+            name, k = f"{Path(base).stem}-{k}{Path(base).suffix}", k + 1
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def run_compare(args) -> int:
@@ -93,15 +117,16 @@ def run_compare(args) -> int:
     from mixinr.plot import plot_rd
 
     codec_names = _parse_codecs(args.codecs)
-    if any(b <= 0 for b in args.bpp):
-        raise MixinrError(f"--bpp must be positive, got {' '.join(map(str, args.bpp))}")
+    from mixinr.validate import check_output_dir, check_positive
+
+    for b in args.bpp:
+        check_positive("--bpp", b)
     if args.group_size is not None and args.group_size < 1:
         raise MixinrError(f"--group-size must be at least 1, got {args.group_size}")
     if args.epochs is not None and args.epochs < 1:
         raise MixinrError(f"--epochs must be at least 1, got {args.epochs}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise MixinrError(f"{out}: exists and is not a folder")
+    check_output_dir(out)
     plot_path = Path(args.plot) if args.plot else out / "rd.png"
     names, folders, images = _load(args.inputs)
     groups = groups_of(len(images), args.group_size, folders if args.group_by == "folder" else None)
@@ -170,7 +195,7 @@ def run_compare(args) -> int:
               "group_by": args.group_by, "groups": [[names[i] for i in g] for g in groups],
               "seed": args.seed, "settings": {c.name: c.settings for c in classical}}
     res = results(curves, images_meta, skipped, notices, config)
-    atomic_write(out / "results.json", (json.dumps(res, indent=1) + "\n").encode())
+    atomic_write(out / "results.json", (jsonout.dumps(res, indent=1) + "\n").encode())
     sizes = {n: im.shape[:2] for n, im in zip(names, images)}
     atomic_write(out / "results.csv", results_csv(curves, sizes).encode())
     png, svg = plot_rd(res, plot_path)

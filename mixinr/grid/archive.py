@@ -12,12 +12,12 @@ from mixinr.errors import MixinrError
 from mixinr.grid import format as gformat
 from mixinr.grid import prior
 from mixinr.grid.latents import columns, level_shapes, rows_of
-from mixinr.grid.synthesis import image_layers, run
+from mixinr.grid.synthesis import image_layers, layer_shapes, run
 from mixinr.representation import output_size
+from mixinr.validate import MAX_DECODE_PIXELS, check_output_size
 
 WEIGHT_BITS = 10  # the synthesis' symbols: ~0.1% of a weight's range, a few hundred bytes per set
 BAND_VALUES = 1 << 19  # decoder: output rows per band x width x features stays ~2 MB of floats
-MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192, as the SIREN's: the output array stays under 200 MB
 
 
 def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
@@ -65,6 +65,9 @@ class GridArchive:
             raise MixinrError(f"{source}: weights hold non-finite values")
         t = [torch.from_numpy(np.ascontiguousarray(x)) for x in tensors]
         self._weights, self._biases, self.coeffs = t[0:-1:2], t[1:-1:2], t[-1]
+        # Multiply-adds per output pixel (the synthesis, and 4 per level for its interpolation): what the
+        # decoder's render-cost cap (validate.check_output_size) counts.
+        self.madds_per_pixel = sum(o * i for o, i in layer_shapes(h.levels, h.widths)) + 4 * h.levels
         it = iter(flat)
         self._latents = [[torch.from_numpy(next(it).astype(np.float32) * np.float32(h.latent_step)).view(r, c)
                           for r, c in level_shapes(hh, ww, h.levels)] for hh, ww in h.sizes]
@@ -80,7 +83,9 @@ class GridArchive:
 
     def decode(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """(H, W, 3) uint8 of image `index` only, at its own size or `size` = (height, width)."""
-        return self.render(index, *output_size(self, index, size, MAX_DECODE_PIXELS))
+        h, w = output_size(self, index, size, MAX_DECODE_PIXELS)
+        check_output_size(self.source, h, w, self.madds_per_pixel)
+        return self.render(index, h, w)
 
     def render(self, index: int, height: int, width: int) -> np.ndarray:
         """(height, width, 3) uint8 of image `index`: its grids interpolated to that size, band by band."""

@@ -12,8 +12,7 @@ from mixinr.errors import MixinrError
 from mixinr.model import Arch, MixtureSiren, image_layers, layer_coeffs, linear_coefficients, render, to_uint8
 from mixinr.representation import output_size
 from mixinr.settings import precision_bits
-
-MAX_DECODE_PIXELS = 1 << 26  # 8192 x 8192: the render buffer stays under 1 GB
+from mixinr.validate import MAX_DECODE_PIXELS, check_output_size
 
 
 def coded_tensors(model: MixtureSiren) -> list[np.ndarray]:
@@ -66,7 +65,8 @@ class Archive:
 
     def __init__(self, parsed: bitstream.Parsed, source: str, n_bytes: int):
         h = parsed.header
-        self.source, self.n_bytes, self.sections = source, n_bytes, parsed.sections
+        self.header, self.source, self.n_bytes, self.sections = h, source, n_bytes, parsed.sections
+        self.madds_per_pixel = h.madds_per_pixel()  # the render cost cap counts pixels x this
         self.version = bitstream.VERSION
         self.names, self.sizes, self.precision, self.scheme = h.names, h.sizes, h.precision, h.coeffs
         self.arch = Arch(h.depth, h.width, h.sets, h.omega, h.omega_first)
@@ -107,25 +107,9 @@ class Archive:
     def decode(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """(H, W, 3) uint8 of image `index` only, at its own size or `size` = (height, width)."""
         h, w = output_size(self, index, size, MAX_DECODE_PIXELS)
+        check_output_size(self.source, h, w, self.madds_per_pixel)  # sides, pixels, pixels x network
         rgb = render(self.layers(index), self.arch, h, w)
         return to_uint8(rgb).numpy()
 
     def info(self) -> dict:
-        a = self.arch
-        return {
-            "version": self.version,
-            "representation": "siren",
-            "network": f"SIREN {a.depth}x{a.width} (omega first {a.omega_first:g}, hidden {a.omega:g}), K={a.sets} "
-                       f"sets of {a.params_per_set()} parameters, coefficients {self.scheme}",
-            "bytes": self.n_bytes,
-            "arch": {"depth": self.arch.depth, "width": self.arch.width,
-                     "omega_first": self.arch.omega_first, "omega": self.arch.omega},
-            "sets": self.arch.sets,
-            "images_count": len(self.names),
-            "coeffs": self.scheme,
-            "precision": self.precision,
-            "params_per_set": self.arch.params_per_set(),
-            "sections": dict(self.sections),
-            "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
-                       for i, (n, s) in enumerate(zip(self.names, self.sizes))],
-        }
+        return bitstream.describe(self.header, self.sections, self.n_bytes)

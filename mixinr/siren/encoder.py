@@ -20,6 +20,7 @@ from mixinr.representation import alpha_for_noise_loss, noise_alpha_range, noise
 from mixinr.settings import EncodeConfig, NetworkRules
 from mixinr.siren.archive import Archive, coded_tensors, overhead, pack_tensors
 from mixinr.train import FitConfig, fit, psnr_weights
+from mixinr.validate import check_budget, check_network
 
 SMALL_FIT_WORK = 1 << 22  # pixels x width up to which fitting runs on one thread (fit_threads)
 # Sensitivity (docs/codec.md, "Quantisation"): noise of std max|w| / NOISE_DIVISOR, far below any step
@@ -84,12 +85,9 @@ def width_for(budget: int, depth: int, sets: int, fixed_bytes: int, bits_per_par
 
 def check(cfg: EncodeConfig) -> None:
     """The SIREN's network settings within the format's caps (MixinrError naming the option)."""
-    if cfg.bpp is None and (cfg.depth is None or cfg.width is None):
+    if cfg.bpp is None and cfg.psnr is None and (cfg.depth is None or cfg.width is None):
         raise MixinrError("give --bpp or --psnr, or both --depth and --width")
-    for what, v, cap in (("--depth", cfg.depth, bitstream.MAX_DEPTH), ("--width", cfg.width, bitstream.MAX_WIDTH),
-                         ("--sets", cfg.sets, bitstream.MAX_SETS)):
-        if v is not None and not 1 <= v <= cap:
-            raise MixinrError(f"{what} must be between 1 and {cap}, got {v}")
+    check_network(cfg.bpp or cfg.psnr, cfg.depth, cfg.width, cfg.sets, cfg.omega)  # a --psnr search sets bpp later
     if cfg.coeffs not in ("auto",) + bitstream.SCHEMES:
         raise MixinrError(f"--coeffs must be auto, {', '.join(bitstream.SCHEMES)}, got {cfg.coeffs!r}")
 
@@ -106,6 +104,8 @@ class SirenPlan:
         cfg = dataclasses.replace(cfg, sets=min(cfg.sets, len(images)))
         cfg = dataclasses.replace(cfg, depth=cfg.depth or default_depth(pixels / len(images), cfg.rules))
         self.cfg = dataclasses.replace(cfg, coeffs=coeff_scheme(cfg, len(images), pixels))
+        if cfg.bpp is not None and cfg.width is not None:  # a fixed network that cannot fit: before fitting
+            check_budget(cfg.bpp, pixels, len(images), cfg.depth, cfg.width, cfg.sets, cfg.precision)
         self.images, self.names, self.sizes, self.pixels = images, names, sizes, pixels
         self.fixed_capacity = cfg.width
         self.deadline = time_limit_deadline(cfg)
