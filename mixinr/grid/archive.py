@@ -12,7 +12,7 @@ from mixinr.errors import MixinrError
 from mixinr.grid import format as gformat
 from mixinr.grid import prior
 from mixinr.grid.latents import columns, level_shapes, rows_of
-from mixinr.grid.synthesis import image_layers, layer_shapes, run
+from mixinr.grid.synthesis import image_layers, run
 from mixinr.representation import output_size
 from mixinr.validate import MAX_DECODE_PIXELS, check_output_size
 
@@ -67,7 +67,7 @@ class GridArchive:
         self._weights, self._biases, self.coeffs = t[0:-1:2], t[1:-1:2], t[-1]
         # Multiply-adds per output pixel (the synthesis, and 4 per level for its interpolation): what the
         # decoder's render-cost cap (validate.check_output_size) counts.
-        self.madds_per_pixel = sum(o * i for o, i in layer_shapes(h.levels, h.widths)) + 4 * h.levels
+        self.madds_per_pixel = sum(o * i for o, i in gformat.layer_shapes(h.levels, h.widths)) + 4 * h.levels
         it = iter(flat)
         self._latents = [[torch.from_numpy(next(it).astype(np.float32) * np.float32(h.latent_step)).view(r, c)
                           for r, c in level_shapes(hh, ww, h.levels)] for hh, ww in h.sizes]

@@ -36,6 +36,12 @@ MIN_SCALE = 0.05
 MAX_SYMBOLS_PER_BYTE = 2 * math.ceil(8 / -math.log2(1 - math.exp(-0.5 / MIN_SCALE)))
 
 
+def layer_shapes(features: int, widths: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(out, in) of every synthesis layer, first to last (3 outputs: RGB); the synthesis derives from it."""
+    dims = (features,) + tuple(widths) + (3,)
+    return list(zip(dims[1:], dims[:-1]))
+
+
 @dataclass
 class GridHeader:
     sets: int
@@ -55,11 +61,11 @@ class GridHeader:
 
     def weight_shapes(self) -> list[tuple[int, ...]]:
         """File order: W_0 (K, out, in), b_0 (K, out), ..., then the coefficients (layers, N, K)."""
-        dims = (self.levels,) + tuple(self.widths) + (3,)
+        layers = layer_shapes(self.levels, self.widths)
         shapes: list[tuple[int, ...]] = []
-        for o, i in zip(dims[1:], dims[:-1]):
+        for o, i in layers:
             shapes += [(self.sets, o, i), (self.sets, o)]
-        return shapes + [(len(dims) - 1, self.n, self.sets)]
+        return shapes + [(len(layers), self.n, self.sets)]
 
     def latent_counts(self) -> list[int]:
         """Symbols per (image, level), images then levels."""

@@ -9,11 +9,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-
-def layer_shapes(features: int, widths: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(out, in) of every layer, first to last (3 outputs: RGB)."""
-    dims = (features,) + tuple(widths) + (3,)
-    return list(zip(dims[1:], dims[:-1]))
+from mixinr.grid.format import layer_shapes
 
 
 class MixtureSynthesis(nn.Module):
