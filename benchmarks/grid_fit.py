@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=int, default=1, help="downscale each image by this factor (Lanczos)")
     p.add_argument("--steps", type=int, default=GridConfig.steps)
     p.add_argument("--lam", type=float, default=GridConfig.lam, help="fixed rate weight (no rate target)")
+    p.add_argument("--target", type=float, default=None,
+                   help="steer lambda to this rate of the rounded latents (bits / pixel) instead of fixing it")
     p.add_argument("--settings", default="{}", help="other GridConfig fields as JSON")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -47,11 +49,11 @@ def main(argv=None) -> int:
         settings["widths"] = tuple(settings["widths"])
     cfg = GridConfig(steps=args.steps, lam=args.lam, **settings)
     start = time.perf_counter()
-    model = fit(images, cfg)
+    model = fit(images, cfg, args.target)
     seconds = time.perf_counter() - start
     cand = GridCandidate(model, images, [p.name for p in args.images], seconds)
     pixels = sum(im.shape[0] * im.shape[1] for im in images)
-    print(json.dumps({"images": [str(p) for p in args.images], "scale": args.scale, "config": repr(cfg),
+    print(json.dumps({"images": [str(p) for p in args.images], "scale": args.scale, "config": repr(cfg), "target": args.target,
                       "bpp": len(cand.pack(1.0)) * 8 / pixels, "psnr": float(np.mean(cand.psnrs(1.0))),
                       "float_psnr": 10 * math.log10(4 / cand.float_mse), "fit_seconds": round(seconds, 1),
                       "threads": args.threads, "load_average": __import__("os").getloadavg()[0]}))

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from mixinr.model import MixtureSiren, using_threads
 from mixinr.progress import Bar
-from mixinr.train import FitConfig, Targets, fit, resolve_device
+from mixinr.devices import resolve_device
+from mixinr.train import FitConfig, Targets, fit
 
 MAX_LOSS_PIXELS = 1 << 17  # pixels the greedy choices are judged on (a regular sample beyond)
 # Elements rounded greedily, the most ambiguous first (the rest stay nearest): one forward pass each, so a

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from torch._dynamo import config as dynamo_config
 
+from mixinr.devices import resolve_device
 from mixinr.metrics import psnr_from_mse
 from mixinr.model import Arch, MixtureSiren, auto_threads, forward_mixed, from_uint8, grid, mix_layers, using_threads
 from mixinr.progress import Bar
@@ -88,17 +89,6 @@ class FitResult:
     best_epoch: int = -1
     seconds: float = 0.0
     device: str = "cpu"
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        from mixinr.errors import MixinrError
-
-        raise MixinrError("--device cuda: no CUDA device is available")
-    return torch.device(device)
 
 
 class Targets:

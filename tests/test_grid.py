@@ -120,3 +120,16 @@ def test_fitted_scale_codes_a_sparse_level_shortest():
         assert size(prior.fitted_scale(q)) <= 1.01 * best + 2
     old = len(prior.encode([sparse], [float(np.float16(np.abs(sparse).mean()))], [3]))
     assert len(prior.encode([sparse], [prior.fitted_scale(sparse)], [3])) < 0.9 * old  # the bug, measured
+
+
+def test_grid_fit_takes_the_device_flag_and_returns_a_cpu_model(one_thread):
+    """--device reaches the grid's fit: "auto" runs where CUDA is (else the CPU) and the model comes back
+    on the CPU for packing; "cuda" without a CUDA device is the same one-line error as the SIREN's."""
+    from mixinr.grid.fit import fit
+
+    images = [smooth_image(12, 16, 0)]
+    model = fit(images, dataclasses.replace(TINY, steps=4), None, device="auto")
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    if not torch.cuda.is_available():
+        with pytest.raises(MixinrError, match="no CUDA device"):
+            fit(images, dataclasses.replace(TINY, steps=4), None, device="cuda")

@@ -92,7 +92,7 @@ class GridPlan:
             room = math.floor(self.cfg.bpp * self.pixels / 8) - OVERHEAD_GROWTH * self._fixed
             target = max(RATE_AIM * room * 8 / self.pixels, 1e-3)
         start = time.perf_counter()
-        model = fit(self.images, self.grid, target, self.deadline, self.cfg.progress)
+        model = fit(self.images, self.grid, target, self.deadline, self.cfg.progress, self.cfg.device)
         return GridCandidate(model, self.images, self.names, time.perf_counter() - start)
 
     def min_bytes(self) -> int:

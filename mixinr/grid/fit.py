@@ -20,6 +20,7 @@ from mixinr.grid.latents import level_shapes, upsample_frame
 from mixinr.grid.prior import laplace_bits
 from mixinr.grid.synthesis import MixtureSynthesis
 from mixinr.progress import Bar, note
+from mixinr.devices import resolve_device
 from mixinr.settings import GridConfig
 
 ESTIMATE_AFTER = 3  # steps timed before the fit's estimated time is printed
@@ -59,15 +60,17 @@ class GridModel(nn.Module):
 
 
 def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = None, deadline: float | None = None,
-        progress: bool | None = None) -> GridModel:
+        progress: bool | None = None, device: str = "cpu") -> GridModel:
     """Fit `images` (uint8 (H, W, 3) each). `target_bpp`: the latents' rate to aim for (bits / all pixels);
     None keeps lambda fixed. `deadline` (time.perf_counter()) ends the noisy phase early and moves on to
-    the rounded phase. `progress`: a bar with an ETA (None: on a terminal)."""
+    the rounded phase. `progress`: a bar with an ETA (None: on a terminal). `device`: where the fit runs
+    ("auto": CUDA when present); the model comes back on the CPU, where packing and decoding run."""
+    dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     sizes = [im.shape[:2] for im in images]
-    targets = [torch.from_numpy(np.asarray(im, np.float32) / 255.0) for im in images]
+    targets = [torch.from_numpy(np.asarray(im, np.float32) / 255.0).to(dev) for im in images]
     pixels = sum(h * w for h, w in sizes)
-    model = GridModel(sizes, cfg)
+    model = GridModel(sizes, cfg).to(dev)
     latent_params = [p for grids in model.latents for p in grids] + [model.log_scale]
     opt = torch.optim.Adam([{"params": latent_params, "lr": cfg.latent_lr, "base": cfg.latent_lr},
                             {"params": list(model.synthesis.parameters()), "lr": cfg.lr, "base": cfg.lr}])
@@ -75,7 +78,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     log_lam = math.log(cfg.lam)
     images_label = f"{len(images)} image{'s' if len(images) != 1 else ''}"
     start = time.perf_counter()
-    with Bar(f"fitting grid, {images_label} [cpu]", cfg.steps, progress) as bar:
+    with Bar(f"fitting grid, {images_label} [{dev.type}]", cfg.steps, progress) as bar:
         step = 0
         while step < cfg.steps:
             if deadline is not None and step < hard_from and time.perf_counter() > deadline:
@@ -87,7 +90,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
                 eta = (time.perf_counter() - start) / step * cfg.steps
                 note(f"estimated fitting time: {eta / 60:.1f} min ({cfg.steps} steps, {images_label})", progress)
     model.lam = math.exp(log_lam)
-    return model
+    return model.cpu()
 
 
 def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg) -> tuple[float, float, float]:
