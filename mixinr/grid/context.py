@@ -39,18 +39,21 @@ def anchors(rows: int, cols: int) -> Tensor:
 
 
 def _linear(x: Tensor, w: Tensor, b: Tensor, exact: bool) -> Tensor:
+    """(n, in) -> (n, out). exact: (in, n) -> (out, n), positions contiguous, one multiply and one add
+    per input always in this order (each output element's own sequence of float32 operations)."""
     if not exact:
         return F.linear(x, w, b)
-    out = b.expand(x.shape[0], -1)
-    for i in range(w.shape[1]):  # one multiply and one add per input, always in this order
-        out = out + x[:, i : i + 1] * w[:, i]
+    out = b[:, None].repeat(1, x.shape[1])
+    for i in range(w.shape[1]):
+        out += x[i][None, :] * w[:, i][:, None]
     return out
 
 
 def level_params(params: list[Tensor], coarse: Tensor | None, cur: Tensor, mask: Tensor, s: Tensor,
-                 s_coarse: Tensor | None, exact: bool) -> tuple[Tensor, Tensor]:
-    """(mu, b) of every position of a (rows, cols) level, latent units. `coarse`: the next coarser
-    level's values (None at the coarsest); `cur`: this level's values, only the anchors' are read."""
+                 s_coarse: Tensor | None, exact: bool, sel: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(mu, b) of every position of a (rows, cols) level, latent units (exact: only at the positions
+    `sel`, flat, default all). `coarse`: the next coarser level's values (None at the coarsest);
+    `cur`: this level's values, only the anchors' are read."""
     rows, cols = cur.shape
     feats = []
     if coarse is None:
@@ -61,9 +64,14 @@ def level_params(params: list[Tensor], coarse: Tensor | None, cur: Tensor, mask:
     a = F.pad(torch.where(mask, cur, cur.new_zeros(())) / s, (1, 1, 1, 1))
     feats += [a[0:rows, 1:-1], a[2:, 1:-1], a[1:-1, 0:cols], a[1:-1, 2:]]  # up, down, left, right
     feats.append((~mask).to(cur.dtype))
-    x = torch.stack(feats, dim=-1).view(-1, FEATURES)
     w1, b1, w2, b2 = params
-    o = _linear(torch.relu(_linear(x, w1, b1, exact)), w2, b2, exact).view(rows, cols, 2)
+    if exact:  # features as rows, positions contiguous (and only those asked for)
+        x = torch.stack(feats).view(FEATURES, -1)
+        o = _linear(torch.relu(_linear(x if sel is None else x[:, sel], w1, b1, True)), w2, b2, True)
+        o = o if sel is not None else o.view(2, rows, cols)
+        return s * o[0], s * (MIN_REL + o[1].abs())
+    x = torch.stack(feats, dim=-1).view(-1, FEATURES)
+    o = _linear(torch.relu(_linear(x, w1, b1, False)), w2, b2, False).view(rows, cols, 2)
     return s * o[..., 0], s * (MIN_REL + o[..., 1].abs())
 
 
@@ -125,12 +133,12 @@ def encode_image(enc, symbols: list[np.ndarray], scales_sym: list[float], bounds
             coarse = _cur(symbols[l + 1], symbols[l + 1].shape, step32) if l + 1 < levels else None
             mu, b = level_params(params, coarse, _cur(q, q.shape, step32), mask, s[l],
                                  s[l + 1] if coarse is not None else None, exact=True)
-            mu, b = _symbol_params(mu, b, step32, bounds[l])
+            mu, b = (t.ravel() for t in _symbol_params(mu, b, step32, bounds[l]))
             model = QuantizedLaplace(-bounds[l], bounds[l])
-            m = mask.numpy()
+            m = mask.numpy().ravel()
             for sel in (m, ~m):
                 if sel.any():
-                    enc.encode(np.ascontiguousarray(q[sel], np.int32), model, mu[sel], b[sel])
+                    enc.encode(np.ascontiguousarray(q.ravel()[sel], np.int32), model, mu[sel], b[sel])
 
 
 def decode_image(dec, shapes: list[tuple[int, int]], scales_sym: list[float], bounds: list[int], step: float,
@@ -146,16 +154,16 @@ def decode_image(dec, shapes: list[tuple[int, int]], scales_sym: list[float], bo
             if not (q.size and bounds[l]):
                 continue
             mask = anchors(*q.shape)
-            m = mask.numpy()
             coarse = _cur(out[l + 1], shapes[l + 1], step32) if l + 1 < levels else None
             model = QuantizedLaplace(-bounds[l], bounds[l])
-            for sel in (m, ~m):  # anchors (from zeros: their features never read this level), then the rest
+            flat = q.ravel()
+            for sel in (mask.view(-1), ~mask.view(-1)):  # anchors (their features never read this level), the rest
                 if not sel.any():
                     continue
                 mu, b = level_params(params, coarse, _cur(q, q.shape, step32), mask, s[l],
-                                     s[l + 1] if coarse is not None else None, exact=True)
+                                     s[l + 1] if coarse is not None else None, exact=True, sel=sel)
                 mu, b = _symbol_params(mu, b, step32, bounds[l])
-                q[sel] = np.asarray(dec.decode(model, mu[sel], b[sel]), np.int32)
+                flat[sel.numpy()] = np.asarray(dec.decode(model, mu, b), np.int32)
     return out
 
 
