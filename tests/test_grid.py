@@ -128,7 +128,7 @@ def test_context_archive_decodes_the_identical_latents_at_any_step(one_thread):
     for step in (1.0, 0.7, 2.5):
         data = pack(model, ["a.png", "b.png"], latent_step=step)
         archive = _archive(data)
-        assert archive.header.context == 8
+        assert archive.header.context == 8 and archive.info()["context"] == 8
         s = np.float32(archive.header.latent_step)
         for i in range(2):
             for level, y in enumerate(model.latents[i]):
@@ -171,3 +171,16 @@ def test_context_fit_rate_estimate_matches_the_archive(one_thread):
     parsed = gformat.read(pack(model, ["a.png", "b.png"]))
     real = parsed.sections["latents"] * 8
     assert abs(real - est) <= 0.05 * est + 64, (real, est)
+
+
+
+def test_context_coder_parameters_stay_finite_and_in_range_for_any_mlp_output():
+    """Whatever a damaged archive's MLP weights give (NaN, infinities, huge or negative values), the range
+    coder gets finite means inside the alphabet and scales of at least the format's MIN_SCALE (the
+    bound its symbols-per-byte check rests on)."""
+    raw = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.0, -3.0, 2.5])
+    mu, b = gcontext._symbol_params(raw, raw, np.float32(0.5), 7)
+    assert mu.dtype == b.dtype == np.float64
+    assert np.all(np.isfinite(mu)) and np.all(np.abs(mu) <= 7)
+    assert np.all(np.isfinite(b)) and np.all(b >= gformat.MIN_SCALE) and np.all(b <= gcontext.MAX_SCALE)
+    assert mu[-1] == 5.0 and b[-1] == 5.0  # in-range values pass through (latent units / step)

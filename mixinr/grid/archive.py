@@ -117,7 +117,7 @@ class GridArchive:
         h = self.header
         return {"version": gformat.VERSION, "representation": "grid", "bytes": self.n_bytes, "sets": h.sets,
                 "precision": self.precision,
-                "levels": h.levels, "synthesis": list(h.widths), "latent_step": h.latent_step,
+                "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "latent_step": h.latent_step,
                 "images_count": len(self.names), "sections": dict(self.sections),
                 "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
                            for i, (n, s) in enumerate(zip(self.names, self.sizes))]}
