@@ -2,9 +2,10 @@
 Torch-free, like mixinr.bitstream, whose magic, varints, names and checksum it shares.
 
     magic "MXNR" | version 2 | kind u8 (1: grid) | flags u8 | N, K, levels, hidden layers, widths (varints)
-    | [flag 2: context MLP's hidden width (varint)] | image sizes | names | latent step f16 | weight bits u8 | per weight tensor: family u8, step f16,
-    scale f16 | per image and level: Laplace scale f16, alphabet bound varint | weights stream length
-    (varint) | weights stream | latents stream | CRC-32 u32
+    | [flag 2: the context MLP's hidden width (varint)] | image sizes | names | latent step f16 | weight
+    bits u8 | per weight tensor (the context MLP's four last): family u8, step f16, scale f16 | per image
+    and level: Laplace scale f16, alphabet bound varint | weights stream length (varint) | weights stream
+    | latents stream | CRC-32 u32
 
 docs/format.md has it byte by byte."""
 
