@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from mixinr.grid.format import CONTEXT_FEATURES, MIN_SCALE
 from mixinr.grid.latents import level_shapes, upsample
-from mixinr.grid.prior import QuantizedLaplace, RangeDecoder, RangeEncoder, laplace_bits
+from mixinr.grid.prior import QuantizedLaplace, RangeEncoder, decoder, laplace_bits, stream_bytes
 
 FEATURES = CONTEXT_FEATURES  # 9 coarser-level values, 4 same-level neighbours, the non-anchor flag
 MIN_REL = 0.02  # the smallest scale as a share of the level's scale (the format's MIN_SCALE still binds)
@@ -175,13 +175,12 @@ def encode(symbols: list[np.ndarray], header, params: list[Tensor]) -> bytes:
     for i in range(header.n):
         encode_image(enc, symbols[i * levels : (i + 1) * levels], header.scales[i], header.bounds[i],
                      header.latent_step, params)
-    return enc.get_compressed().astype("<u4").tobytes().rstrip(b"\0")
+    return stream_bytes(enc)
 
 
 def decode(data: bytes, header, params: list[Tensor]) -> list[np.ndarray]:
     """Inverse of encode: (rows, cols) int32 symbols, images then levels. Corrupt input gives garbage."""
-    words = np.frombuffer(data + b"\0" * ((-len(data)) % 4), dtype="<u4").astype(np.uint32)
-    dec = RangeDecoder(words)
+    dec = decoder(data)
     out = []
     for i, (h, w) in enumerate(header.sizes):
         out += decode_image(dec, level_shapes(h, w, header.levels), header.scales[i], header.bounds[i],
