@@ -14,12 +14,13 @@ from mixinr.errors import MixinrError
 from mixinr.grid import format as gformat
 from mixinr.grid.archive import GridArchive, pack
 from mixinr.codec import EncodeConfig, archive_from_bytes, encode
-from mixinr.grid.fit import GridModel
+from mixinr.grid import context as gcontext
+from mixinr.grid.fit import GridModel, fit
 from mixinr.metrics import psnr
 from mixinr.settings import GridConfig
 from mixinr.grid.latents import upsample, upsample_frame
 
-TINY = GridConfig(levels=4, widths=(8,), steps=300, sets=2)
+TINY = GridConfig(levels=4, widths=(8,), steps=300, sets=2, context=0)  # the context MLP outweighs tiny images
 
 
 def test_exact_upsampling_matches_torch_and_bands_match_the_frame():
@@ -103,6 +104,86 @@ def test_reproduce_kodak_grid_profile_resumes_and_prints_the_seeds_claim(tmp_pat
     again = experiments.grid_kodak(tmp_path, tmp_path / "out", bpp=3.0, encode_config=cfg)
     assert again["rows"] == report["rows"]  # read back from results-grid.jsonl, not refitted
 
+
+def _random_context_model(sizes, seed=1):
+    """A context-coded GridModel with spread latents and a perturbed (non-trivial) context MLP."""
+    model = GridModel(sizes, dataclasses.replace(TINY, context=8))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for grids in model.latents:
+            for y in grids:
+                y.copy_(torch.randn(y.shape, generator=gen) * 3)
+        for p in model.context.parameters():
+            p.add_(torch.randn(p.shape, generator=gen))
+        model.log_scale.normal_(0, 0.5, generator=gen)
+    return model
+
+
+def test_context_archive_decodes_the_identical_latents_at_any_step(one_thread):
+    """Context-coded archives (two images of different sizes, odd shapes) decode to exactly the rounded
+    latents at several latent steps: the decoder's two passes per level rebuild the encoder's per-symbol
+    means and scales bit for bit (any mismatch desynchronises the range coder)."""
+    sizes = [(13, 21), (9, 9)]
+    model = _random_context_model(sizes)
+    for step in (1.0, 0.7, 2.5):
+        data = pack(model, ["a.png", "b.png"], latent_step=step)
+        archive = _archive(data)
+        assert archive.header.context == 8 and archive.info()["context"] == 8
+        s = np.float32(archive.header.latent_step)
+        for i in range(2):
+            for level, y in enumerate(model.latents[i]):
+                want = np.rint(y.detach().numpy() / s) * s
+                assert np.array_equal(archive._latents[i][level].numpy(), want), (step, i, level)
+        assert archive.render(0, 13, 21).shape == (13, 21, 3)
+
+
+def test_context_parameters_read_only_what_the_decoder_has():
+    """A level's anchors' (mu, b) do not depend on that level's values at all, the others' only on the
+    anchors: values changed at non-anchor positions leave every parameter bit-identical, values changed
+    at anchors change the non-anchors' parameters (so the context is really used)."""
+    gen = torch.Generator().manual_seed(0)
+    ctx = gcontext.ContextModel(8, gen)
+    with torch.no_grad():
+        for p in ctx.parameters():
+            p.add_(torch.randn(p.shape, generator=gen))
+    params = ctx.coded_params()
+    coarse, cur = torch.randn(4, 6, generator=gen), torch.randn(7, 11, generator=gen)
+    mask = gcontext.anchors(7, 11)
+    s, s_coarse = torch.tensor(0.8), torch.tensor(1.3)
+    mu, b = gcontext.level_params(params, coarse, cur, mask, s, s_coarse, True)
+    other = torch.where(mask, cur, torch.randn(7, 11, generator=gen))
+    mu2, b2 = gcontext.level_params(params, coarse, other, mask, s, s_coarse, True)
+    assert torch.equal(mu, mu2) and torch.equal(b, b2)
+    moved = torch.where(mask, cur + 1, cur)
+    mu3, _ = gcontext.level_params(params, coarse, moved, mask, s, s_coarse, True)
+    assert torch.equal(mu3[mask], mu[mask]) and not torch.equal(mu3[~mask], mu[~mask])
+    fast = gcontext.level_params(params, coarse, cur, mask, s, s_coarse, False)  # training's matmuls
+    assert torch.allclose(fast[0], mu, atol=1e-5) and torch.allclose(fast[1], b, atol=1e-5)
+
+
+def test_context_fit_rate_estimate_matches_the_archive(one_thread):
+    """After a short fit with the context model, the rounded rate the fit steers by is the latents
+    stream's real size to a few percent (the stream adds only the coder's rounding and quantised MLP)."""
+    images = [smooth_image(16, 24, s) for s in range(2)]
+    model = fit(images, dataclasses.replace(TINY, context=8, steps=60), None)
+    with torch.no_grad():
+        est = sum(model(i, True)[2] for i in range(2))
+    parsed = gformat.read(pack(model, ["a.png", "b.png"]))
+    real = parsed.sections["latents"] * 8
+    assert abs(real - est) <= 0.05 * est + 64, (real, est)
+
+
+
+def test_context_coder_parameters_stay_finite_and_in_range_for_any_mlp_output():
+    """Whatever a damaged archive's MLP weights give (NaN, infinities, huge or negative values), the range
+    coder gets finite means inside the alphabet and scales of at least the format's MIN_SCALE (the
+    bound its symbols-per-byte check rests on)."""
+    raw = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.0, -3.0, 2.5])
+    mu, b = gcontext._symbol_params(raw, raw, np.float32(0.5), 7)
+    assert mu.dtype == b.dtype == np.float64
+    assert np.all(np.isfinite(mu)) and np.all(np.abs(mu) <= 7)
+    assert np.all(np.isfinite(b)) and np.all(b >= gformat.MIN_SCALE) and np.all(b <= gcontext.MAX_SCALE)
+    assert mu[-1] == 5.0 and b[-1] == 5.0  # in-range values pass through (latent units / step)
 
 def test_fitted_scale_codes_a_sparse_level_shortest():
     """Regression: the header's Laplace scale was mean|q|, which for a mostly-zero level (the finest

@@ -1,6 +1,6 @@
 """The grid representation's bytes: a fitted GridModel packed at a latent step (pack), and the decoder
 that turns a version-2 archive back into pixels at any size (GridArchive). The decoder needs only this
-file, latents.py, synthesis.py, prior.py and format.py."""
+file, latents.py, synthesis.py, prior.py, context.py and format.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from mixinr import entropy
 from mixinr.errors import MixinrError
 from mixinr.grid import format as gformat
+from mixinr.grid import context as gcontext
 from mixinr.grid import prior
 from mixinr.grid.latents import columns, level_shapes, rows_of
 from mixinr.grid.synthesis import image_layers, run
@@ -23,7 +24,9 @@ BAND_VALUES = 1 << 19  # decoder: output rows per band x width x features stays 
 def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
     """Archive bytes of a fitted GridModel with its latents quantised at `latent_step` (symbol units)."""
     step = float(np.float16(latent_step))
-    tensors = [t.detach().cpu().float().numpy() for t in model.synthesis.coded_params()]
+    ctx = model.context
+    coded = model.synthesis.coded_params() + (ctx.coded_params() if ctx else [])
+    tensors = [t.detach().cpu().float().numpy() for t in coded]
     codes, weights = entropy.encode_tensors(tensors, WEIGHT_BITS)
     symbols, scales, bounds = [], [], []
     for grids in model.latents:
@@ -37,13 +40,24 @@ def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
         scales.append(s_row)
         bounds.append(b_row)
     cfg = model.cfg
+    if ctx:
+        scales = gcontext.header_scales(model.log_scale, step)  # what the context MLP was trained with
     header = gformat.GridHeader(model.synthesis.weights[0].shape[0], cfg.levels, tuple(cfg.widths), model.sizes,
-                                list(names), step, WEIGHT_BITS, codes, scales, bounds)
-    latents = prior.encode(symbols, [s for r in scales for s in r], [b for r in bounds for b in r])
+                                list(names), step, WEIGHT_BITS, codes, scales, bounds, cfg.context)
+    if ctx:  # the MLP as the decoder will have it: its tensors decoded from these very bytes
+        params = _context_params(entropy.decode_tensors(weights, header.weight_shapes(), codes, WEIGHT_BITS))
+        latents = gcontext.encode(symbols, header, params)
+    else:
+        latents = prior.encode(symbols, [s for r in scales for s in r], [b for r in bounds for b in r])
     try:
         return gformat.write(header, weights, latents)
     except ValueError as e:
         raise MixinrError(f"cannot store this archive: {e}") from None
+
+
+def _context_params(tensors: list[np.ndarray]) -> list[torch.Tensor]:
+    """The context MLP's tensors: the last four of the weights stream."""
+    return [torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in tensors[-4:]]
 
 
 class GridArchive:
@@ -55,15 +69,18 @@ class GridArchive:
         self.names, self.sizes = h.names, h.sizes
         try:
             tensors = entropy.decode_tensors(parsed.weights, h.weight_shapes(), h.codes, h.bits)
-            flat = prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
-                                [b for r in h.bounds for b in r])
+            if h.context:
+                flat = [q.ravel() for q in gcontext.decode(parsed.latents, h, _context_params(tensors))]
+            else:
+                flat = prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
+                                    [b for r in h.bounds for b in r])
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # noqa: BLE001 - constriction raises AssertionError or a Rust panic
             raise MixinrError(f"{source}: corrupt archive streams ({type(e).__name__})") from None
         if not all(np.all(np.isfinite(t)) for t in tensors):
             raise MixinrError(f"{source}: weights hold non-finite values")
-        t = [torch.from_numpy(np.ascontiguousarray(x)) for x in tensors]
+        t = [torch.from_numpy(np.ascontiguousarray(x)) for x in tensors[: len(tensors) - (4 if h.context else 0)]]
         self._weights, self._biases, self.coeffs = t[0:-1:2], t[1:-1:2], t[-1]
         # Multiply-adds per output pixel (the synthesis, and 4 per level for its interpolation): what the
         # decoder's render-cost cap (validate.check_output_size) counts.
@@ -107,7 +124,7 @@ class GridArchive:
                 "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, "
                            f"K={h.sets} sets, coefficients per layer",
                 "precision": self.precision,
-                "levels": h.levels, "synthesis": list(h.widths), "latent_step": h.latent_step,
+                "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "latent_step": h.latent_step,
                 "images_count": len(self.names), "sections": dict(self.sections),
                 "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
                            for i, (n, s) in enumerate(zip(self.names, self.sizes))]}

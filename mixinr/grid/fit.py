@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mixinr.grid.context import ContextModel
 from mixinr.grid.latents import level_shapes, upsample_frame
 from mixinr.grid.prior import laplace_bits
 from mixinr.grid.synthesis import MixtureSynthesis
@@ -38,6 +39,7 @@ class GridModel(nn.Module):
             for h, w in self.sizes)
         self.log_scale = nn.Parameter(torch.zeros(len(sizes), cfg.levels))
         self.synthesis = MixtureSynthesis(cfg.levels, cfg.widths, min(cfg.sets, len(sizes)), len(sizes), gen)
+        self.context = ContextModel(cfg.context, gen) if cfg.context else None
 
     def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor, float]:
         """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or rounded), the bits of
@@ -47,10 +49,16 @@ class GridModel(nn.Module):
         for level, y in enumerate(self.latents[index]):
             scale = self.log_scale[index, level].exp()
             rounded = torch.round(y.detach())
-            coded += float(laplace_bits(rounded, scale.detach()))
             yq = y + (rounded - y).detach() if hard else y + torch.rand_like(y) - 0.5
-            bits = bits + laplace_bits(yq, scale)
+            if self.context is None:
+                coded += float(laplace_bits(rounded, scale.detach()))
+                bits = bits + laplace_bits(yq, scale)
             grids.append(yq)
+        if self.context is not None:  # each latent's Laplace from its already-decoded neighbours
+            scales = self.log_scale[index].exp()
+            bits = self.context.bits(grids, scales)
+            with torch.no_grad():
+                coded = float(self.context.bits([torch.round(y) for y in self.latents[index]], scales))
         return self.synthesis(upsample_frame(grids, h, w), index), bits, coded
 
     def render_float(self, index: int) -> Tensor:
@@ -72,8 +80,9 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     pixels = sum(h * w for h, w in sizes)
     model = GridModel(sizes, cfg).to(dev)
     latent_params = [p for grids in model.latents for p in grids] + [model.log_scale]
+    net_params = list(model.synthesis.parameters()) + (list(model.context.parameters()) if model.context else [])
     opt = torch.optim.Adam([{"params": latent_params, "lr": cfg.latent_lr, "base": cfg.latent_lr},
-                            {"params": list(model.synthesis.parameters()), "lr": cfg.lr, "base": cfg.lr}])
+                            {"params": net_params, "lr": cfg.lr, "base": cfg.lr}])
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
     images_label = f"{len(images)} image{'s' if len(images) != 1 else ''}"

@@ -2,9 +2,10 @@
 Torch-free, like mixinr.bitstream, whose magic, varints, names and checksum it shares.
 
     magic "MXNR" | version 2 | kind u8 (1: grid) | flags u8 | N, K, levels, hidden layers, widths (varints)
-    | image sizes | names | latent step f16 | weight bits u8 | per weight tensor: family u8, step f16,
-    scale f16 | per image and level: Laplace scale f16, alphabet bound varint | weights stream length
-    (varint) | weights stream | latents stream | CRC-32 u32
+    | [flag 2: the context MLP's hidden width (varint)] | image sizes | names | latent step f16 | weight
+    bits u8 | per weight tensor (the context MLP's four last): family u8, step f16, scale f16 | per image
+    and level: Laplace scale f16, alphabet bound varint | weights stream length (varint) | weights stream
+    | latents stream | CRC-32 u32
 
 docs/format.md has it byte by byte."""
 
@@ -22,12 +23,15 @@ from mixinr.errors import MixinrError
 VERSION = 2
 KIND_GRID = 1
 FLAG_MIXED_SIZES = 1
-KNOWN_FLAGS = FLAG_MIXED_SIZES
+FLAG_CONTEXT = 2  # latents coded with the context model (context.py), its MLP's tensors after the synthesis'
+KNOWN_FLAGS = FLAG_MIXED_SIZES | FLAG_CONTEXT
 MAX_LEVELS = 12
 MAX_LAYERS = 8
 MAX_SYNTH_WIDTH = 256
 MAX_BOUND = (1 << 15) - 1  # latent symbols' alphabet [-bound, bound]
 MAX_SETS = 64
+MAX_CONTEXT_WIDTH = 64
+CONTEXT_FEATURES = 14  # context.FEATURES
 MAX_PIXELS = 1 << 28  # all images together: 256 Mpx, ~1.4 GB of float latents at most
 # The latents' Laplace scale never goes under MIN_SCALE (symbol units), so a coded symbol costs at least
 # -log2(1 - exp(-1 / (2 MIN_SCALE))) bits: about 6.5e-5, i.e. at most ~123k symbols per byte.
@@ -42,6 +46,12 @@ def layer_shapes(features: int, widths: tuple[int, ...]) -> list[tuple[int, int]
     return list(zip(dims[1:], dims[:-1]))
 
 
+def context_shapes(hidden: int) -> list[tuple[int, ...]]:
+    """File order of the context MLP's tensors (grid/context.py): W_1 (hidden, features), b_1, W_2 (2,
+    hidden), b_2."""
+    return [(hidden, CONTEXT_FEATURES), (hidden,), (2, hidden), (2,)]
+
+
 @dataclass
 class GridHeader:
     sets: int
@@ -54,6 +64,7 @@ class GridHeader:
     codes: list[TensorCode]  # one per weight tensor (file order), coefficients last
     scales: list[list[float]]  # [image][level] Laplace scale of the latent symbols
     bounds: list[list[int]]  # [image][level] alphabet bound (0: the level is all zeros)
+    context: int = 0  # the context MLP's hidden width; 0: the factorized Laplace (prior.py)
 
     @property
     def n(self) -> int:
@@ -65,7 +76,8 @@ class GridHeader:
         shapes: list[tuple[int, ...]] = []
         for o, i in layers:
             shapes += [(self.sets, o, i), (self.sets, o)]
-        return shapes + [(len(layers), self.n, self.sets)]
+        shapes.append((len(layers), self.n, self.sets))
+        return shapes + (context_shapes(self.context) if self.context else [])
 
     def latent_counts(self) -> list[int]:
         """Symbols per (image, level), images then levels."""
@@ -82,9 +94,12 @@ class ParsedGrid:
 
 def write(h: GridHeader, weights: bytes, latents: bytes) -> bytes:
     mixed = len(set(h.sizes)) > 1
-    out = bytearray(MAGIC) + bytes([VERSION, KIND_GRID, FLAG_MIXED_SIZES if mixed else 0])
+    flags = (FLAG_MIXED_SIZES if mixed else 0) | (FLAG_CONTEXT if h.context else 0)
+    out = bytearray(MAGIC) + bytes([VERSION, KIND_GRID, flags])
     v = bitstream.varint
     out += v(h.n) + v(h.sets) + v(h.levels) + v(len(h.widths)) + b"".join(v(w) for w in h.widths)
+    if h.context:
+        out += v(h.context)
     out += bitstream.encode_sizes(h.sizes, mixed) + bitstream.encode_names(h.names)
     out += bitstream.f16(h.latent_step) + bytes([h.bits])
     for c in h.codes:
@@ -116,7 +131,8 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
     levels = r.varint(MAX_LEVELS, "number of latent levels")
     depth = r.varint(MAX_LAYERS, "number of hidden layers")
     widths = tuple(r.varint(MAX_SYNTH_WIDTH, "synthesis width") for _ in range(depth))
-    if min((n, sets, levels) + widths) < 1:
+    context = r.varint(MAX_CONTEXT_WIDTH, "context width") if flags & FLAG_CONTEXT else 0
+    if min((n, sets, levels) + widths) < 1 or (flags & FLAG_CONTEXT and context < 1):
         r.fail("N, K, levels and widths must be at least 1")
     if 3 * n > end - r.pos:
         r.fail(f"header claims {n} images but the file is too short")
@@ -129,7 +145,7 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
     if not bitstream.MIN_BITS <= bits <= bitstream.MAX_BITS:
         r.fail(f"bit depth {bits} out of range")
     codes = []
-    for _ in range(2 * (depth + 1) + 1):
+    for _ in range(2 * (depth + 1) + 1 + (4 if context else 0)):
         family, step, scale = r.u8(), r.f16(), r.f16()
         if family >= len(FAMILIES) or not all(x > 0 and math.isfinite(x) for x in (step, scale)):
             r.fail("bad weight tensor code")
@@ -145,7 +161,7 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
             b_row.append(b)
         scales.append(s_row)
         bounds.append(b_row)
-    header = GridHeader(sets, levels, widths, sizes, names, latent_step, bits, codes, scales, bounds)
+    header = GridHeader(sets, levels, widths, sizes, names, latent_step, bits, codes, scales, bounds, context)
     n_weights = r.varint(end, "weights stream length")
     head = r.pos - len(MAGIC) - 1
     weights = r.take(n_weights)

@@ -49,19 +49,28 @@ def _model(bound: int, scale: float):
     return QuantizedLaplace(-bound, bound, 0.0, scale)
 
 
+def stream_bytes(enc) -> bytes:
+    """A range encoder's words as bytes; trailing zero bytes carry nothing (decoder() pads them back)."""
+    return enc.get_compressed().astype("<u4").tobytes().rstrip(b"\0")
+
+
+def decoder(data: bytes):
+    """A range decoder over stream_bytes() output (any bytes: corrupt input decodes to garbage, never hangs)."""
+    return RangeDecoder(np.frombuffer(data + b"\0" * ((-len(data)) % 4), dtype="<u4").astype(np.uint32))
+
+
 def encode(symbols: list[np.ndarray], scales: list[float], bounds: list[int]) -> bytes:
     """One range-coded stream of every level in order (each with its own scale and alphabet bound)."""
     enc = RangeEncoder()
     for q, s, b in zip(symbols, scales, bounds):
         if q.size and b:
             enc.encode(np.ascontiguousarray(q.ravel(), dtype=np.int32), _model(b, s))
-    return enc.get_compressed().astype("<u4").tobytes().rstrip(b"\0")
+    return stream_bytes(enc)
 
 
 def decode(data: bytes, counts: list[int], scales: list[float], bounds: list[int]) -> list[np.ndarray]:
     """Inverse of encode: the symbols of every level (flat int32). Corrupt input gives garbage, never a hang."""
-    words = np.frombuffer(data + b"\0" * ((-len(data)) % 4), dtype="<u4").astype(np.uint32)
-    dec = RangeDecoder(words)
+    dec = decoder(data)
     out = []
     for n, s, b in zip(counts, scales, bounds):
         out.append(np.asarray(dec.decode(_model(b, s), n), np.int32) if n and b else np.zeros(n, np.int32))

@@ -1,0 +1,191 @@
+"""Context model of the latents (docs/photo.md, "Context model"): each latent's quantised Laplace gets
+its own mean and scale, predicted by a tiny MLP (shared by the group) from values already decoded.
+
+Decoding order per image: coarsest level first, each level in two passes, the checkerboard's anchors
+((r + c) even) then the others (He et al. 2021). Every position's features are the next coarser level
+bilinearly upsampled to this level's grid (its 3x3 neighbourhood, zero-padded), its 4 same-level
+neighbours with the non-anchors zeroed (so an anchor sees zeros there, a non-anchor its 4 anchors) and
+an anchor flag; all inputs are divided by their level's scale s (per image and level), the outputs give
+mu = s * o0 and b = s * (MIN_REL + |o1|). So a level decodes in two vectorised range-coder calls.
+
+Encoder and decoder compute the parameters with `exact=True`: element-wise float32 multiplies and adds in
+a fixed order (no matmul, no exp, no reduction whose order a BLAS or a CPU's vector width could change),
+from the same integers, so both see bit-identical models. Training uses the same code with matmuls."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mixinr.grid.format import CONTEXT_FEATURES, MIN_SCALE, context_shapes
+from mixinr.grid.latents import level_shapes, upsample, upsample_frame
+from mixinr.grid.prior import QuantizedLaplace, RangeEncoder, decoder, laplace_bits, stream_bytes
+
+FEATURES = CONTEXT_FEATURES  # 9 coarser-level values, 4 same-level neighbours, the non-anchor flag
+MIN_REL = 0.02  # the smallest scale as a share of the level's scale (the format's MIN_SCALE still binds)
+MAX_SCALE = 1e4  # symbol units: keeps a corrupt archive's parameters finite for the coder
+
+
+def anchors(rows: int, cols: int, device=None) -> Tensor:
+    """(rows, cols) bool, True where (r + c) is even: the first pass of a level."""
+    return (torch.arange(rows, device=device)[:, None] + torch.arange(cols, device=device)[None, :]) % 2 == 0
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor, exact: bool) -> Tensor:
+    """(n, in) -> (n, out). exact: (in, n) -> (out, n), positions contiguous, one multiply and one add
+    per input always in this order (each output element's own sequence of float32 operations)."""
+    if not exact:
+        return F.linear(x, w, b)
+    out = b[:, None].repeat(1, x.shape[1])
+    for i in range(w.shape[1]):
+        out += x[i][None, :] * w[:, i][:, None]
+    return out
+
+
+def level_params(params: list[Tensor], coarse: Tensor | None, cur: Tensor, mask: Tensor, s: Tensor,
+                 s_coarse: Tensor | None, exact: bool, sel: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(mu, b) of every position of a (rows, cols) level, latent units (exact: only at the positions
+    `sel`, flat, default all). `coarse`: the next coarser level's values (None at the coarsest);
+    `cur`: this level's values, only the anchors' are read."""
+    rows, cols = cur.shape
+    feats = []
+    if coarse is None:
+        feats += [cur.new_zeros(rows, cols)] * 9
+    else:
+        up = (upsample if exact else upsample_frame)([coarse], rows, cols)[..., 0]  # equal to float rounding
+        up = F.pad(up / s_coarse, (1, 1, 1, 1))
+        feats += [up[i : i + rows, j : j + cols] for i in range(3) for j in range(3)]
+    a = F.pad(torch.where(mask, cur, cur.new_zeros(())) / s, (1, 1, 1, 1))
+    feats += [a[0:rows, 1:-1], a[2:, 1:-1], a[1:-1, 0:cols], a[1:-1, 2:]]  # up, down, left, right
+    feats.append((~mask).to(cur.dtype))
+    w1, b1, w2, b2 = params
+    if exact:  # features as rows, positions contiguous (and only those asked for)
+        x = torch.stack(feats).view(FEATURES, -1)
+        o = _linear(torch.relu(_linear(x if sel is None else x[:, sel], w1, b1, True)), w2, b2, True)
+        o = o if sel is not None else o.view(2, rows, cols)
+        return s * o[0], s * (MIN_REL + o[1].abs())
+    x = torch.stack(feats, dim=-1).view(-1, FEATURES)
+    o = _linear(torch.relu(_linear(x, w1, b1, False)), w2, b2, False).view(rows, cols, 2)
+    return s * o[..., 0], s * (MIN_REL + o[..., 1].abs())
+
+
+class ContextModel(nn.Module):
+    """The MLP's weights (trained with the latents; stored in the archive after the synthesis')."""
+
+    def __init__(self, hidden: int, generator=None):
+        super().__init__()
+        shapes = context_shapes(hidden)
+        w1 = (torch.rand(shapes[0], generator=generator) * 2 - 1) / FEATURES**0.5
+        w2 = (torch.rand(shapes[2], generator=generator) * 2 - 1) * 0.01  # starts near Laplace(0, s)
+        self.w1, self.b1 = nn.Parameter(w1), nn.Parameter(torch.zeros(hidden))
+        self.w2, self.b2 = nn.Parameter(w2), nn.Parameter(torch.tensor([0.0, 1.0]))
+
+    def coded_params(self) -> list[Tensor]:
+        return [self.w1, self.b1, self.w2, self.b2]
+
+    def bits(self, grids: list[Tensor], scales: Tensor) -> Tensor:
+        """Bits of one image's (noisy or rounded) latents, finest first, under the context model, the
+        contexts taken from those same latents exactly as the decoder will see them; `scales`: (levels,)."""
+        total = grids[0].new_zeros(())
+        params = self.coded_params()
+        for l, y in enumerate(grids):
+            coarse = grids[l + 1] if l + 1 < len(grids) else None
+            s_c = scales[l + 1] if coarse is not None else None
+            mu, b = level_params(params, coarse, y, anchors(*y.shape, y.device), scales[l], s_c, exact=False)
+            total = total + laplace_bits(y - mu, b)
+        return total
+
+
+def _symbol_params(mu: Tensor, b: Tensor, step: np.float32, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latent-unit (mu, b) -> the coder's float64 arrays in symbol units, finite and in range."""
+    mu = torch.nan_to_num(mu / step).clamp(-bound, bound)
+    b = torch.nan_to_num(b / step, nan=MIN_SCALE).clamp(MIN_SCALE, MAX_SCALE)
+    return mu.numpy().astype(np.float64), b.numpy().astype(np.float64)
+
+
+def latent_scales(scales_sym: list[float], step: float) -> Tensor:
+    """One image's per-level scales in latent units, float32, from the header's (symbol units)."""
+    return torch.from_numpy(np.asarray(scales_sym, np.float32) * np.float32(step))
+
+
+def _cur(q: np.ndarray | None, shape, step: np.float32) -> Tensor:
+    return torch.zeros(shape) if q is None else torch.from_numpy(q.astype(np.float32) * step)
+
+
+def encode_image(enc, symbols: list[np.ndarray], scales_sym: list[float], bounds: list[int], step: float,
+                 params: list[Tensor]) -> None:
+    """Append one image's (rows, cols) int32 symbols, finest first, to the range encoder `enc`, in the
+    decoder's order: coarsest level first, anchors then the others."""
+    step32, s = np.float32(step), latent_scales(scales_sym, step)
+    levels = len(symbols)
+    with torch.no_grad():
+        for l in reversed(range(levels)):
+            q = symbols[l]
+            if not (q.size and bounds[l]):
+                continue
+            mask = anchors(*q.shape)
+            coarse = _cur(symbols[l + 1], symbols[l + 1].shape, step32) if l + 1 < levels else None
+            mu, b = level_params(params, coarse, _cur(q, q.shape, step32), mask, s[l],
+                                 s[l + 1] if coarse is not None else None, exact=True)
+            mu, b = (t.ravel() for t in _symbol_params(mu, b, step32, bounds[l]))
+            model = QuantizedLaplace(-bounds[l], bounds[l])
+            m = mask.numpy().ravel()
+            for sel in (m, ~m):
+                if sel.any():
+                    enc.encode(np.ascontiguousarray(q.ravel()[sel], np.int32), model, mu[sel], b[sel])
+
+
+def decode_image(dec, shapes: list[tuple[int, int]], scales_sym: list[float], bounds: list[int], step: float,
+                 params: list[Tensor]) -> list[np.ndarray]:
+    """Inverse of encode_image: one image's (rows, cols) int32 symbols, finest first."""
+    step32, s = np.float32(step), latent_scales(scales_sym, step)
+    levels = len(shapes)
+    out: list = [None] * levels
+    with torch.no_grad():
+        for l in reversed(range(levels)):
+            q = np.zeros(shapes[l], np.int32)
+            out[l] = q
+            if not (q.size and bounds[l]):
+                continue
+            mask = anchors(*q.shape)
+            coarse = _cur(out[l + 1], shapes[l + 1], step32) if l + 1 < levels else None
+            model = QuantizedLaplace(-bounds[l], bounds[l])
+            flat = q.ravel()
+            for sel in (mask.view(-1), ~mask.view(-1)):  # anchors (their features never read this level), the rest
+                if not sel.any():
+                    continue
+                mu, b = level_params(params, coarse, _cur(q, q.shape, step32), mask, s[l],
+                                     s[l + 1] if coarse is not None else None, exact=True, sel=sel)
+                mu, b = _symbol_params(mu, b, step32, bounds[l])
+                flat[sel.numpy()] = np.asarray(dec.decode(model, mu, b), np.int32)
+    return out
+
+
+def encode(symbols: list[np.ndarray], header, params: list[Tensor]) -> bytes:
+    """One range-coded stream of every image (`symbols`: images then levels, finest first, as pack lists
+    them); `header`: the archive's GridHeader (sizes, scales, bounds, latent step)."""
+    enc = RangeEncoder()
+    levels = header.levels
+    for i in range(header.n):
+        encode_image(enc, symbols[i * levels : (i + 1) * levels], header.scales[i], header.bounds[i],
+                     header.latent_step, params)
+    return stream_bytes(enc)
+
+
+def decode(data: bytes, header, params: list[Tensor]) -> list[np.ndarray]:
+    """Inverse of encode: (rows, cols) int32 symbols, images then levels. Corrupt input gives garbage."""
+    dec = decoder(data)
+    out = []
+    for i, (h, w) in enumerate(header.sizes):
+        out += decode_image(dec, level_shapes(h, w, header.levels), header.scales[i], header.bounds[i],
+                            header.latent_step, params)
+    return out
+
+
+def header_scales(log_scale: Tensor, step: float) -> list[list[float]]:
+    """The trained per-(image, level) scales in symbol units at `step`, float16-exact (the header's)."""
+    s = log_scale.detach().exp().double().numpy() / float(step)
+    return [[float(np.float16(min(max(v, MIN_SCALE), 60000.0))) for v in row] for row in s]
+
