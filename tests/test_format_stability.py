@@ -6,7 +6,9 @@ constriction 0.5.0, x86_64) and never to be rewritten: a quantised one (q8, per-
 in the weights stream) and an fp16 one (learned coefficients in their own section, omega 15, two image
 sizes). Beside each, a PNG of what it decoded to then: every image at its own size, then every image at
 5x7, side by side. 0.4.0, 0.4.2 and 0.5.0 of constriction decoded them identically (pyproject pins
-<0.6)."""
+<0.6). Two of format version 2 (the grid) were added the same way (2026-12-01, same build): one with
+the factorized latents prior (two 12x16 images), one with the context model (flag 2; 12x16 and 9x14),
+both at latent step 0.75."""
 
 import hashlib
 import platform
@@ -19,6 +21,7 @@ from conftest import smooth_image
 
 from mixinr import bitstream
 from mixinr.codec import EncodeConfig, encode, read_archive
+from mixinr.grid import format as gformat
 from mixinr.images import read_image
 
 DATA = Path(__file__).parent / "data"
@@ -26,10 +29,20 @@ RECORDED = ("2.13.0+cpu", "x86_64")  # torch.__version__, platform.machine() of 
 GOLDEN = {  # stem: (SHA-256 of the archive, SHA-256 of the decoded pixels, header fields)
     "golden-q8-per-layer": ("418741681e88e730e352ea705b29a40a027f67a11402d97b65dc0bda5adf3036",
                             "02db8f67673ed151ea1d208404751d6cdcc18c146dfb48ae686f0efba4f1a9c8",
-                            (2, 6, 2, "per-layer", "q8", [(8, 8), (8, 8)], ["a.png", "b.png"])),
+                            dict(depth=2, width=6, sets=2, coeffs="per-layer", precision="q8", sizes=[(8, 8), (8, 8)],
+                                 names=["a.png", "b.png"])),
     "golden-fp16-learned": ("6965a64f0da25f176420485a202939bbf740b027e8ac96ec76b7a8b4db2e58f0",
                             "7e57f60205079fbd8e84e554f5c9968703befb2b278649af03f4123c15c0459c",
-                            (2, 4, 2, "learned", "fp16", [(8, 8), (6, 10)], ["c.png", "d.png"])),
+                            dict(depth=2, width=4, sets=2, coeffs="learned", precision="fp16",
+                                 sizes=[(8, 8), (6, 10)], names=["c.png", "d.png"])),
+    "golden-grid-factorized": ("0a9ce6020b2b2def57b2410083d0da0a48a4e33212f0225fd2f74fb00f984d50",
+                               "31a0bffc31b275273469c6a48276c874bf0c2a1be0755a38d793fcc49b4bf4ac",
+                               dict(levels=3, widths=(8,), sets=2, context=0, latent_step=0.75,
+                                    sizes=[(12, 16), (12, 16)], names=["e.png", "f.png"])),
+    "golden-grid-context": ("379415d0aa4664dc1c7af0626368282b6c7e8d279409880f7c7180fbbb8d2eec",
+                            "c6789d412acafbec34146baf54cd108280d2e61e2c83f8edebdb251ababa91dd",
+                            dict(levels=3, widths=(8,), sets=2, context=8, latent_step=0.75,
+                                 sizes=[(12, 16), (9, 14)], names=["e.png", "f.png"])),
 }
 
 
@@ -47,11 +60,11 @@ def _sheet(archive) -> np.ndarray:
 def test_golden_archive_is_unchanged_and_parses(stem):
     """The committed archive is the one recorded (never regenerated) and its header reads as written."""
     data = (DATA / f"{stem}.mixinr").read_bytes()
-    archive_hash, _, (depth, width, sets, scheme, precision, sizes, names) = GOLDEN[stem]
+    archive_hash, _, fields = GOLDEN[stem]
     assert hashlib.sha256(data).hexdigest() == archive_hash
-    h = bitstream.read(data, stem).header
-    assert (h.depth, h.width, h.sets, h.coeffs, h.precision, h.sizes, h.names) == (depth, width, sets, scheme,
-                                                                                  precision, sizes, names)
+    reader = gformat.read if bitstream.format_version(data) == gformat.VERSION else bitstream.read
+    h = reader(data, stem).header
+    assert {k: getattr(h, k) for k in fields} == fields
 
 
 @pytest.mark.parametrize("threads", [1, 2])

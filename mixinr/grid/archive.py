@@ -122,7 +122,8 @@ class GridArchive:
         h = self.header
         return {"version": gformat.VERSION, "representation": "grid", "bytes": self.n_bytes, "sets": h.sets,
                 "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, "
-                           f"K={h.sets} sets, coefficients per layer",
+                           f"K={h.sets} sets, coefficients per layer, "
+                           + (f"context model {h.context} hidden" if h.context else "factorized latents"),
                 "precision": self.precision,
                 "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "latent_step": h.latent_step,
                 "images_count": len(self.names), "sections": dict(self.sections),
