@@ -45,21 +45,23 @@ class GridModel(nn.Module):
         """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or rounded), the bits of
         those latents, and the bits of the rounded latents (what the archive will spend; no gradient)."""
         h, w = self.sizes[index]
-        grids, bits, coded = [], 0.0, 0.0
-        for level, y in enumerate(self.latents[index]):
-            scale = self.log_scale[index, level].exp()
-            rounded = torch.round(y.detach())
-            yq = y + (rounded - y).detach() if hard else y + torch.rand_like(y) - 0.5
-            if self.context is None:
-                coded += float(laplace_bits(rounded, scale.detach()))
-                bits = bits + laplace_bits(yq, scale)
-            grids.append(yq)
-        if self.context is not None:  # each latent's Laplace from its already-decoded neighbours
-            scales = self.log_scale[index].exp()
-            bits = self.context.bits(grids, scales)
+        grids = [y + (torch.round(y) - y).detach() if hard else y + torch.rand_like(y) - 0.5
+                 for y in self.latents[index]]
+        scales = self.log_scale[index].exp()
+        bits = self.bits(grids, scales)
+        if hard:  # the latents are the rounded ones already
+            coded = float(bits.detach())
+        else:
             with torch.no_grad():
-                coded = float(self.context.bits([torch.round(y) for y in self.latents[index]], scales))
+                coded = float(self.bits([torch.round(y) for y in self.latents[index]], scales))
         return self.synthesis(upsample_frame(grids, h, w), index), bits, coded
+
+    def bits(self, grids: list[Tensor], scales: Tensor) -> Tensor:
+        """Bits of one image's latents (finest first) under the entropy model: the context model's
+        per-symbol Laplaces from already-decoded neighbours, or one Laplace per level (`scales`)."""
+        if self.context is not None:
+            return self.context.bits(grids, scales)
+        return sum(laplace_bits(y, s) for y, s in zip(grids, scales))
 
     def render_float(self, index: int) -> Tensor:
         """Image `index` from its unquantised latents (the fit's float result), RGB in [0, 1] scale."""
