@@ -214,3 +214,15 @@ def test_grid_fit_takes_the_device_flag_and_returns_a_cpu_model(one_thread):
     if not torch.cuda.is_available():
         with pytest.raises(MixinrError, match="no CUDA device"):
             fit(images, dataclasses.replace(TINY, steps=4), None, device="cuda")
+
+
+def test_lambda_never_passes_its_ceiling(one_thread):
+    """Regression: with a rate target far under the early rate (zero latents under the untrained entropy
+    model cost ~1.8 bpp whatever the target), dual ascent drove lambda 200x up and a group's latents
+    collapsed (full-size Kodak six at 0.5 bpp: 0.10 bpp, 18.4 dB). Lambda now stops at lam_max."""
+    from mixinr.grid.fit import fit
+
+    images = [smooth_image(12, 16, s) for s in range(2)]
+    cfg = dataclasses.replace(TINY, steps=80)
+    assert fit(images, cfg, target_bpp=0.01).lam == pytest.approx(cfg.lam_max)
+    assert fit(images, dataclasses.replace(cfg, lam_max=1.0), target_bpp=0.01).lam > 10 * cfg.lam_max  # the bug's path
