@@ -226,3 +226,26 @@ def test_lambda_never_passes_its_ceiling(one_thread):
     cfg = dataclasses.replace(TINY, steps=80)
     assert fit(images, cfg, target_bpp=0.01).lam == pytest.approx(cfg.lam_max)
     assert fit(images, dataclasses.replace(cfg, lam_max=1.0), target_bpp=0.01).lam > 10 * cfg.lam_max  # the bug's path
+
+
+def test_context_coder_bands_give_the_whole_levels_parameters():
+    """The coder evaluates the context MLP band by band of rows (memory bounded whatever size a file
+    declares); the bands' parameters, in order, are bit-identical to the whole level's at each pass's
+    positions, so banding changes no byte of the stream."""
+    gen = torch.Generator().manual_seed(2)
+    ctx = gcontext.ContextModel(8, gen)
+    with torch.no_grad():
+        for p in ctx.parameters():
+            p.add_(torch.randn(p.shape, generator=gen))
+    params = [t.detach() for t in ctx.coded_params()]
+    coarse, cur = torch.randn(5, 6, generator=gen).round(), torch.randn(9, 11, generator=gen).round()
+    mask = gcontext.anchors(9, 11)
+    s, s_c, step = torch.tensor(0.8), torch.tensor(1.3), np.float32(1.0)
+    mu, b = gcontext._symbol_params(*gcontext.level_params(params, coarse, cur, mask, s, s_c, True), step, 50)
+    up, a = gcontext._inputs(coarse, cur, mask, s, s_c, True)
+    for anchors_pass in (True, False):
+        want = mask.numpy().ravel() == anchors_pass
+        parts = list(gcontext._pass(params, up, a, mask, s, step, 50, anchors_pass, positions=22))  # 2 rows a band
+        assert len(parts) == 5
+        assert np.array_equal(np.concatenate([p[2] for p in parts]), mu.ravel()[want])
+        assert np.array_equal(np.concatenate([p[3] for p in parts]), b.ravel()[want])

@@ -26,6 +26,7 @@ from mixinr.grid.prior import QuantizedLaplace, RangeEncoder, decoder, laplace_b
 FEATURES = CONTEXT_FEATURES  # 9 coarser-level values, 4 same-level neighbours, the non-anchor flag
 MIN_REL = 0.02  # the smallest scale as a share of the level's scale (the format's MIN_SCALE still binds)
 MAX_SCALE = 1e4  # symbol units: keeps a corrupt archive's parameters finite for the coder
+BAND_POSITIONS = 1 << 16  # positions the coder's MLP evaluates at once (~100 bytes each): memory bounded whatever a file declares
 
 
 def anchors(rows: int, cols: int, device=None) -> Tensor:
@@ -44,31 +45,71 @@ def _linear(x: Tensor, w: Tensor, b: Tensor, exact: bool) -> Tensor:
     return out
 
 
-def level_params(params: list[Tensor], coarse: Tensor | None, cur: Tensor, mask: Tensor, s: Tensor,
-                 s_coarse: Tensor | None, exact: bool, sel: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(mu, b) of every position of a (rows, cols) level, latent units (exact: only at the positions
-    `sel`, flat, default all). `coarse`: the next coarser level's values (None at the coarsest);
-    `cur`: this level's values, only the anchors' are read."""
+def _inputs(coarse: Tensor | None, cur: Tensor, mask: Tensor, s: Tensor, s_coarse: Tensor | None,
+            exact: bool) -> tuple[Tensor, Tensor]:
+    """The two zero-padded (rows + 2, cols + 2) maps the features are read from: the next coarser level
+    upsampled to this level's grid, and this level's anchors (others zeroed), each over its level's scale."""
     rows, cols = cur.shape
-    feats = []
     if coarse is None:
-        feats += [cur.new_zeros(rows, cols)] * 9
+        up = cur.new_zeros(rows, cols)
     else:
-        up = (upsample if exact else upsample_frame)([coarse], rows, cols)[..., 0]  # equal to float rounding
-        up = F.pad(up / s_coarse, (1, 1, 1, 1))
-        feats += [up[i : i + rows, j : j + cols] for i in range(3) for j in range(3)]
-    a = F.pad(torch.where(mask, cur, cur.new_zeros(())) / s, (1, 1, 1, 1))
-    feats += [a[0:rows, 1:-1], a[2:, 1:-1], a[1:-1, 0:cols], a[1:-1, 2:]]  # up, down, left, right
-    feats.append((~mask).to(cur.dtype))
+        up = (upsample if exact else upsample_frame)([coarse], rows, cols)[..., 0] / s_coarse  # equal to float rounding
+    a = torch.where(mask, cur, cur.new_zeros(())) / s
+    return F.pad(up, (1, 1, 1, 1)), F.pad(a, (1, 1, 1, 1))
+
+
+def _features(up: Tensor, a: Tensor, mask: Tensor, r0: int, r1: int, dim: int) -> Tensor:
+    """The FEATURES values of every position of rows r0..r1, stacked along `dim`: the coarser level's 3x3
+    neighbourhood, the 4 same-level neighbours (up, down, left, right), the non-anchor flag."""
+    cols = mask.shape[1]
+    feats = [up[r0 + i : r1 + i, j : j + cols] for i in range(3) for j in range(3)]
+    feats += [a[r0:r1, 1:-1], a[r0 + 2 : r1 + 2, 1:-1], a[r0 + 1 : r1 + 1, 0:cols], a[r0 + 1 : r1 + 1, 2:]]
+    feats.append((~mask[r0:r1]).to(up.dtype))
+    return torch.stack(feats, dim)
+
+
+def _mu_b(o0: Tensor, o1: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    return s * o0, s * (MIN_REL + o1.abs())
+
+
+def level_params(params: list[Tensor], coarse: Tensor | None, cur: Tensor, mask: Tensor, s: Tensor,
+                 s_coarse: Tensor | None, exact: bool) -> tuple[Tensor, Tensor]:
+    """(mu, b) of every position of a (rows, cols) level, latent units. `coarse`: the next coarser
+    level's values (None at the coarsest); `cur`: this level's values, only the anchors' are read."""
+    rows, cols = cur.shape
+    up, a = _inputs(coarse, cur, mask, s, s_coarse, exact)
     w1, b1, w2, b2 = params
-    if exact:  # features as rows, positions contiguous (and only those asked for)
-        x = torch.stack(feats).view(FEATURES, -1)
-        o = _linear(torch.relu(_linear(x if sel is None else x[:, sel], w1, b1, True)), w2, b2, True)
-        o = o if sel is not None else o.view(2, rows, cols)
-        return s * o[0], s * (MIN_REL + o[1].abs())
-    x = torch.stack(feats, dim=-1).view(-1, FEATURES)
+    if exact:
+        o = _exact_mlp(params, _features(up, a, mask, 0, rows, 0).view(FEATURES, -1)).view(2, rows, cols)
+        return _mu_b(o[0], o[1], s)
+    x = _features(up, a, mask, 0, rows, -1).view(-1, FEATURES)
     o = _linear(torch.relu(_linear(x, w1, b1, False)), w2, b2, False).view(rows, cols, 2)
-    return s * o[..., 0], s * (MIN_REL + o[..., 1].abs())
+    return _mu_b(o[..., 0], o[..., 1], s)
+
+
+def _exact_mlp(params: list[Tensor], x: Tensor) -> Tensor:
+    """(FEATURES, n) features, positions contiguous -> (2, n) outputs, element-wise (the coder's path)."""
+    w1, b1, w2, b2 = params
+    return _linear(torch.relu(_linear(x, w1, b1, True)), w2, b2, True)
+
+
+def _bands(rows: int, cols: int, positions: int) -> list[tuple[int, int]]:
+    step = max(1, positions // max(cols, 1))
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+def _pass(params, up, a, mask, s, step32, bound, anchors_pass: bool, positions: int = BAND_POSITIONS):
+    """One pass (anchors, or the others) of a level, band by band of rows, in the coder's order (row-major):
+    yields (flat slice of the level, that band's selected positions, coder means, coder scales)."""
+    cols = mask.shape[1]
+    for r0, r1 in _bands(*mask.shape, positions):
+        m = mask[r0:r1].reshape(-1)
+        sel = m if anchors_pass else ~m
+        if not bool(sel.any()):
+            continue
+        o = _exact_mlp(params, _features(up, a, mask, r0, r1, 0).view(FEATURES, -1)[:, sel])
+        mu, b = _symbol_params(*_mu_b(o[0], o[1], s), step32, bound)
+        yield slice(r0 * cols, r1 * cols), sel.numpy(), mu, b
 
 
 class ContextModel(nn.Module):
@@ -127,14 +168,12 @@ def encode_image(enc, symbols: list[np.ndarray], scales_sym: list[float], bounds
                 continue
             mask = anchors(*q.shape)
             coarse = _cur(symbols[l + 1], symbols[l + 1].shape, step32) if l + 1 < levels else None
-            mu, b = level_params(params, coarse, _cur(q, q.shape, step32), mask, s[l],
-                                 s[l + 1] if coarse is not None else None, exact=True)
-            mu, b = (t.ravel() for t in _symbol_params(mu, b, step32, bounds[l]))
+            up, a = _inputs(coarse, _cur(q, q.shape, step32), mask, s[l], s[l + 1] if coarse is not None else None, True)
             model = QuantizedLaplace(-bounds[l], bounds[l])
-            m = mask.numpy().ravel()
-            for sel in (m, ~m):
-                if sel.any():
-                    enc.encode(np.ascontiguousarray(q.ravel()[sel], np.int32), model, mu[sel], b[sel])
+            flat = q.reshape(-1)
+            for anchors_pass in (True, False):
+                for rows, sel, mu, b in _pass(params, up, a, mask, s[l], step32, bounds[l], anchors_pass):
+                    enc.encode(np.ascontiguousarray(flat[rows][sel], np.int32), model, mu, b)
 
 
 def decode_image(dec, shapes: list[tuple[int, int]], scales_sym: list[float], bounds: list[int], step: float,
@@ -151,15 +190,14 @@ def decode_image(dec, shapes: list[tuple[int, int]], scales_sym: list[float], bo
                 continue
             mask = anchors(*q.shape)
             coarse = _cur(out[l + 1], shapes[l + 1], step32) if l + 1 < levels else None
+            s_c = s[l + 1] if coarse is not None else None
             model = QuantizedLaplace(-bounds[l], bounds[l])
-            flat = q.ravel()
-            for sel in (mask.view(-1), ~mask.view(-1)):  # anchors (their features never read this level), the rest
-                if not sel.any():
-                    continue
-                mu, b = level_params(params, coarse, _cur(q, q.shape, step32), mask, s[l],
-                                     s[l + 1] if coarse is not None else None, exact=True, sel=sel)
-                mu, b = _symbol_params(mu, b, step32, bounds[l])
-                flat[sel.numpy()] = np.asarray(dec.decode(model, mu, b), np.int32)
+            flat = q.reshape(-1)
+            for anchors_pass in (True, False):  # anchors (their features never read this level), then the rest
+                up, a = _inputs(coarse, _cur(q, q.shape, step32), mask, s[l], s_c, True)
+                for rows, sel, mu, b in _pass(params, up, a, mask, s[l], step32, bounds[l], anchors_pass):
+                    band = flat[rows]  # a view: the decoded symbols land in q
+                    band[sel] = np.asarray(dec.decode(model, mu, b), np.int32)
     return out
 
 
