@@ -78,19 +78,17 @@ def level_params(params: list[Tensor], coarse: Tensor | None, cur: Tensor, mask:
     level's values (None at the coarsest); `cur`: this level's values, only the anchors' are read."""
     rows, cols = cur.shape
     up, a = _inputs(coarse, cur, mask, s, s_coarse, exact)
-    w1, b1, w2, b2 = params
     if exact:
-        o = _exact_mlp(params, _features(up, a, mask, 0, rows, 0).view(FEATURES, -1)).view(2, rows, cols)
+        o = _mlp(params, _features(up, a, mask, 0, rows, 0).view(FEATURES, -1), True).view(2, rows, cols)
         return _mu_b(o[0], o[1], s)
-    x = _features(up, a, mask, 0, rows, -1).view(-1, FEATURES)
-    o = _linear(torch.relu(_linear(x, w1, b1, False)), w2, b2, False).view(rows, cols, 2)
+    o = _mlp(params, _features(up, a, mask, 0, rows, -1).view(-1, FEATURES), False).view(rows, cols, 2)
     return _mu_b(o[..., 0], o[..., 1], s)
 
 
-def _exact_mlp(params: list[Tensor], x: Tensor) -> Tensor:
-    """(FEATURES, n) features, positions contiguous -> (2, n) outputs, element-wise (the coder's path)."""
+def _mlp(params: list[Tensor], x: Tensor, exact: bool) -> Tensor:
+    """FEATURES -> hidden -> 2, ReLU between; exact: (FEATURES, n) in, (2, n) out, element-wise."""
     w1, b1, w2, b2 = params
-    return _linear(torch.relu(_linear(x, w1, b1, True)), w2, b2, True)
+    return _linear(torch.relu(_linear(x, w1, b1, exact)), w2, b2, exact)
 
 
 def _bands(rows: int, cols: int, positions: int) -> list[tuple[int, int]]:
@@ -107,7 +105,7 @@ def _pass(params, up, a, mask, s, step32, bound, anchors_pass: bool, positions: 
         sel = m if anchors_pass else ~m
         if not bool(sel.any()):
             continue
-        o = _exact_mlp(params, _features(up, a, mask, r0, r1, 0).view(FEATURES, -1)[:, sel])
+        o = _mlp(params, _features(up, a, mask, r0, r1, 0).view(FEATURES, -1)[:, sel], True)
         mu, b = _symbol_params(*_mu_b(o[0], o[1], s), step32, bound)
         yield slice(r0 * cols, r1 * cols), sel.numpy(), mu, b
 
