@@ -166,7 +166,8 @@ def encode_image(enc, symbols: list[np.ndarray], scales_sym: list[float], bounds
                 continue
             mask = anchors(*q.shape)
             coarse = _cur(symbols[l + 1], symbols[l + 1].shape, step32) if l + 1 < levels else None
-            up, a = _inputs(coarse, _cur(q, q.shape, step32), mask, s[l], s[l + 1] if coarse is not None else None, True)
+            s_c = s[l + 1] if coarse is not None else None
+            up, a = _inputs(coarse, _cur(q, q.shape, step32), mask, s[l], s_c, True)
             model = QuantizedLaplace(-bounds[l], bounds[l])
             flat = q.reshape(-1)
             for anchors_pass in (True, False):
