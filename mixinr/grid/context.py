@@ -26,7 +26,7 @@ from mixinr.grid.prior import QuantizedLaplace, RangeEncoder, decoder, laplace_b
 FEATURES = CONTEXT_FEATURES  # 9 coarser-level values, 4 same-level neighbours, the non-anchor flag
 MIN_REL = 0.02  # the smallest scale as a share of the level's scale (the format's MIN_SCALE still binds)
 MAX_SCALE = 1e4  # symbol units: keeps a corrupt archive's parameters finite for the coder
-BAND_POSITIONS = 1 << 16  # positions the coder's MLP evaluates at once (~100 bytes each): memory bounded whatever a file declares
+BAND_POSITIONS = 1 << 16  # the coder's MLP runs on this many positions at once (~100 bytes each), whatever a file declares
 
 
 def anchors(rows: int, cols: int, device=None) -> Tensor:
