@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mixinr.devices import resolve_device
 from mixinr.grid.context import ContextModel
 from mixinr.grid.latents import level_shapes, upsample_frame
 from mixinr.grid.prior import laplace_bits
 from mixinr.grid.synthesis import MixtureSynthesis
 from mixinr.progress import Bar, note
-from mixinr.devices import resolve_device
 from mixinr.settings import GridConfig
 
 ESTIMATE_AFTER = 3  # steps timed before the fit's estimated time is printed
