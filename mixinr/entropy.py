@@ -94,18 +94,24 @@ def encode_tensors(
     for q, c in zip(symbols, codes):
         if q.size:
             enc.encode(q, _model(c.family, c.scale, bits))
-    raw = enc.get_compressed().astype("<u4").tobytes()
-    # Trailing zero bytes of the last word carry nothing: the decoder pads them back.
-    return codes, raw.rstrip(b"\0")
+    return codes, stream_bytes(enc)
+
+
+def stream_bytes(enc) -> bytes:
+    """A range encoder's words as bytes; trailing zero bytes carry nothing (decoder() pads them back)."""
+    return enc.get_compressed().astype("<u4").tobytes().rstrip(b"\0")
+
+
+def decoder(data: bytes):
+    """A range decoder over stream_bytes() output (any bytes: corrupt input decodes to garbage, never hangs)."""
+    return RangeDecoder(np.frombuffer(data + b"\0" * ((-len(data)) % 4), dtype="<u4").astype(np.uint32))
 
 
 def decode_tensors(
     payload: bytes, shapes: list[tuple[int, ...]], codes: list[TensorCode], bits: int
 ) -> list[np.ndarray]:
     """Inverse of encode_tensors. Corrupt input gives garbage values or ValueError, never a hang."""
-    pad = (-len(payload)) % 4
-    words = np.frombuffer(payload + b"\0" * pad, dtype="<u4").astype(np.uint32)
-    dec = RangeDecoder(words)
+    dec = decoder(payload)
     out = []
     for shape, c in zip(shapes, codes):
         n = int(np.prod(shape))

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from mixinr.grid.format import CONTEXT_FEATURES, MIN_SCALE, context_shapes
 from mixinr.grid.latents import level_shapes, upsample, upsample_frame
-from mixinr.grid.prior import QuantizedLaplace, RangeEncoder, decoder, laplace_bits, stream_bytes
+from mixinr.entropy import RangeEncoder, decoder, stream_bytes
+from mixinr.grid.prior import QuantizedLaplace, laplace_bits
 
 FEATURES = CONTEXT_FEATURES  # 9 coarser-level values, 4 same-level neighbours, the non-anchor flag
 MIN_REL = 0.02  # the smallest scale as a share of the level's scale (the format's MIN_SCALE still binds)

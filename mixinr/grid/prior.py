@@ -10,11 +10,10 @@ from torch import Tensor
 
 import constriction
 
+from mixinr.entropy import RangeEncoder, decoder, stream_bytes
 from mixinr.grid.format import MIN_SCALE  # the format's bound on symbols per byte rests on it
 
 QuantizedLaplace = constriction.stream.model.QuantizedLaplace
-RangeEncoder = constriction.stream.queue.RangeEncoder
-RangeDecoder = constriction.stream.queue.RangeDecoder
 
 MIN_PROB = 1e-9  # floor of a symbol's probability in the training rate (its gradient stays finite)
 
@@ -47,16 +46,6 @@ def fitted_scale(q: np.ndarray) -> float:
 
 def _model(bound: int, scale: float):
     return QuantizedLaplace(-bound, bound, 0.0, scale)
-
-
-def stream_bytes(enc) -> bytes:
-    """A range encoder's words as bytes; trailing zero bytes carry nothing (decoder() pads them back)."""
-    return enc.get_compressed().astype("<u4").tobytes().rstrip(b"\0")
-
-
-def decoder(data: bytes):
-    """A range decoder over stream_bytes() output (any bytes: corrupt input decodes to garbage, never hangs)."""
-    return RangeDecoder(np.frombuffer(data + b"\0" * ((-len(data)) % 4), dtype="<u4").astype(np.uint32))
 
 
 def encode(symbols: list[np.ndarray], scales: list[float], bounds: list[int]) -> bytes:
