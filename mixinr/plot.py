@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 from mixinr.images import atomic_write
+from mixinr.progress import plural
 
 _STYLE = {  # name -> (colour, marker); stable so plots of different runs compare by eye
     "jpeg": ("tab:red", "s"),
@@ -28,7 +29,7 @@ def _title(results: dict) -> str:
     imgs = results.get("images", [])
     sizes = sorted({(im["width"], im["height"]) for im in imgs})
     size = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else "mixed sizes"
-    return f"{len(imgs)} image{'s' if len(imgs) != 1 else ''}, {size}"
+    return f"{plural(len(imgs), 'image')}, {size}"
 
 
 def _bd_label(results: dict, name: str, metric: str) -> str:

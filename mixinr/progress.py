@@ -117,3 +117,8 @@ class Bar:
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
     return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def plural(n: int, word: str) -> str:
+    """'1 image', '3 images'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

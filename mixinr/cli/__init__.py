@@ -13,6 +13,7 @@ import warnings
 
 from mixinr import __version__, jsonout
 from mixinr.errors import MixinrError
+from mixinr.progress import plural  # noqa: F401 - the commands import it from here
 
 COMMAND_MODULES = [
     "mixinr.cli.codec",  # encode, decode, info
@@ -64,11 +65,6 @@ def times(share: float) -> str:
     """'twice', 'four times', '2.5 times': how help texts say a multiple (of the epochs)."""
     words = {2: "twice", 3: "three times", 4: "four times", 5: "five times", 6: "six times"}
     return words.get(share, f"{share:g} times") if float(share).is_integer() else f"{share:g} times"
-
-
-def plural(n: int, word: str) -> str:
-    """'1 image', '3 images'."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def emit(args, payload, human) -> None:

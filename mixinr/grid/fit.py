@@ -21,7 +21,7 @@ from mixinr.grid.context import ContextModel
 from mixinr.grid.latents import level_shapes, upsample_frame
 from mixinr.grid.prior import laplace_bits
 from mixinr.grid.synthesis import MixtureSynthesis
-from mixinr.progress import Bar, note
+from mixinr.progress import Bar, note, plural
 from mixinr.settings import GridConfig
 
 ESTIMATE_AFTER = 3  # steps timed before the fit's estimated time is printed
@@ -87,7 +87,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
                             {"params": net_params, "lr": cfg.lr, "base": cfg.lr}])
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
-    images_label = f"{len(images)} image{'s' if len(images) != 1 else ''}"
+    images_label = plural(len(images), "image")
     start = time.perf_counter()
     with Bar(f"fitting grid, {images_label} [{dev.type}]", cfg.steps, progress) as bar:
         step = 0
