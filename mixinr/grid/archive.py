@@ -55,11 +55,8 @@ def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
         raise MixinrError(f"cannot store this archive: {e}") from None
 
 
-CONTEXT_TENSORS = len(gformat.context_shapes(1))  # the context MLP's, last in the weights stream
-
-
 def _context_params(tensors: list[np.ndarray]) -> list[torch.Tensor]:
-    return [torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in tensors[-CONTEXT_TENSORS:]]
+    return [torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in tensors[-gformat.CONTEXT_TENSORS:]]
 
 
 class GridArchive:
@@ -82,7 +79,7 @@ class GridArchive:
             raise MixinrError(f"{source}: corrupt archive streams ({type(e).__name__})") from None
         if not all(np.all(np.isfinite(t)) for t in tensors):
             raise MixinrError(f"{source}: weights hold non-finite values")
-        synthesis = tensors[: len(tensors) - CONTEXT_TENSORS] if h.context else tensors
+        synthesis = tensors[: len(tensors) - gformat.CONTEXT_TENSORS] if h.context else tensors
         t = [torch.from_numpy(np.ascontiguousarray(x)) for x in synthesis]
         self._weights, self._biases, self.coeffs = t[0:-1:2], t[1:-1:2], t[-1]
         # Multiply-adds per output pixel (the synthesis, and 4 per level for its interpolation): what the

@@ -52,6 +52,9 @@ def context_shapes(hidden: int) -> list[tuple[int, ...]]:
     return [(hidden, CONTEXT_FEATURES), (hidden,), (2, hidden), (2,)]
 
 
+CONTEXT_TENSORS = len(context_shapes(1))  # last in the weights stream, after the synthesis'
+
+
 @dataclass
 class GridHeader:
     sets: int
@@ -145,7 +148,7 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
     if not bitstream.MIN_BITS <= bits <= bitstream.MAX_BITS:
         r.fail(f"bit depth {bits} out of range")
     codes = []
-    for _ in range(2 * (depth + 1) + 1 + (4 if context else 0)):
+    for _ in range(2 * (depth + 1) + 1 + (CONTEXT_TENSORS if context else 0)):
         family, step, scale = r.u8(), r.f16(), r.f16()
         if family >= len(FAMILIES) or not all(x > 0 and math.isfinite(x) for x in (step, scale)):
             r.fail("bad weight tensor code")
