@@ -157,7 +157,7 @@ def test_context_parameters_read_only_what_the_decoder_has():
     moved = torch.where(mask, cur + 1, cur)
     mu3, _ = gcontext.level_params(params, coarse, moved, mask, s, s_coarse, True)
     assert torch.equal(mu3[mask], mu[mask]) and not torch.equal(mu3[~mask], mu[~mask])
-    fast = gcontext.level_params(params, coarse, cur, mask, s, s_coarse, False)  # training's matmuls
+    fast = gcontext.level_params(params, coarse, cur, mask, s, s_coarse, False)  # training's convolutions
     assert torch.allclose(fast[0], mu, atol=1e-5) and torch.allclose(fast[1], b, atol=1e-5)
 
 
