@@ -20,12 +20,13 @@ from mixinr.grid import format as gformat
 
 @dataclass(frozen=True)
 class ArchiveHeader:
-    """What an archive's header tells, under the names a representation.Decoder gives them."""
+    """What an archive's header tells, each under the name (and with the meaning) representation.Decoder
+    gives it."""
 
     source: str
     names: list[str]
-    sizes: list[tuple[int, int]]  # (height, width) each image was encoded at
-    madds_per_pixel: int  # rendering cost of one output pixel: decode refuses pixels x this over the cap
+    sizes: list[tuple[int, int]]
+    madds_per_pixel: int
     n_bytes: int
     described: dict = field(repr=False)
 

@@ -205,5 +205,4 @@ def describe(h: GridHeader, sections: dict[str, int], n_bytes: int) -> dict:
             "precision": h.precision,
             "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "latent_step": h.latent_step,
             "images_count": h.n, "sections": dict(sections),
-            "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
-                       for i, (n, s) in enumerate(zip(h.names, h.sizes))]}
+            "images": bitstream.describe_images(h.names, h.sizes)}
