@@ -498,6 +498,10 @@ def describe(h: Header, sections: dict[str, int], n_bytes: int) -> dict:
         "precision": h.precision,
         "params_per_set": params_for(h.depth, h.width, 1),
         "sections": dict(sections),
-        "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
-                   for i, (n, s) in enumerate(zip(h.names, h.sizes))],
+        "images": describe_images(h.names, h.sizes),
     }
+
+
+def describe_images(names, sizes) -> list[dict]:
+    """The "images" rows of `mixinr info`, for every version: index, name, height, width."""
+    return [{"index": i, "name": n, "height": s[0], "width": s[1]} for i, (n, s) in enumerate(zip(names, sizes))]

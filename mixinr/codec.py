@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mixinr import bitstream, grid, ratecontrol, siren, target
+from mixinr import bitstream, formats, grid, ratecontrol, siren, target
 from mixinr.errors import MixinrError
 from mixinr.images import read_archive_bytes
 from mixinr.representation import Decoder, Representation
@@ -27,7 +27,8 @@ from mixinr.train import OBJECTIVES
 from mixinr.validate import check_encode_settings
 
 # What `EncodeConfig.representation` names, and which reader each format version byte gets. A new
-# representation is one entry here plus its own modules.
+# representation is one entry here plus its own modules, and its header reader in mixinr.formats.HEADERS
+# (torch-free: what `mixinr info` and decode's planning read).
 REPRESENTATIONS: dict[str, Representation] = {r.name: r for r in (siren.REPRESENTATION, grid.REPRESENTATION)}
 
 
@@ -116,8 +117,7 @@ def archive_from_bytes(data: bytes, source: str = "archive") -> Decoder:
     for rep in REPRESENTATIONS.values():
         if rep.version == version:
             return rep.read(data, source)
-    known = ", ".join(str(r.version) for r in REPRESENTATIONS.values())
-    raise MixinrError(f"{source}: unknown format version {version} (this mixinr reads {known})")
+    raise formats.unknown_version(source, version, [r.version for r in REPRESENTATIONS.values()])
 
 
 def read_archive(path) -> Decoder:

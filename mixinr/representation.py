@@ -16,7 +16,9 @@ a `Representation` entry of the registry in `mixinr/codec.py`:
   describes itself (`info()`, what `mixinr info` prints).
 
 Each representation owns one format version byte (`version`; the SIREN's archives are version 1);
-`codec.archive_from_bytes` picks the reader by that byte. See docs/codec.md, "Representations".
+`codec.archive_from_bytes` picks the reader by that byte. By the same byte, `mixinr.formats.HEADERS` holds
+its header reader: torch-free, the names, sizes, render cost and `info()` a `Decoder` reports, from the
+header alone (what `mixinr info` and `mixinr decode`'s planning read). See docs/codec.md, "Representations".
 """
 
 from __future__ import annotations

@@ -278,3 +278,37 @@ def test_info_reads_the_header_without_torch(tmp_path):
     assert info["images_count"] == 2 and info["arch"]["width"] == 2 and info["bytes"] == arc.stat().st_size
     assert [(i["name"], i["height"], i["width"]) for i in info["images"]] == [("x.png", 8, 8), ("y.png", 4, 6)]
     assert sum(info["sections"].values()) == arc.stat().st_size
+
+
+GRID_ARCHIVE = ROOT / "tests" / "data" / "golden-grid-context.mixinr"  # version 2: e.png 12x16, f.png 9x14
+
+
+def test_info_and_decode_planning_of_a_grid_archive_do_not_import_torch(tmp_path):
+    """A version-2 (grid) archive: info --json reads its header alone (no latents decoded, torch never
+    imported), and decode's planning (image index, output size against the caps, a file in the way)
+    refuses before torch loads, nothing written; torch comes only when pixels are rendered."""
+    code, out, err, torch_imported = mixinr("info", GRID_ARCHIVE, "--json")
+    assert code == 0 and not torch_imported, err
+    info = json.loads(out)
+    assert info["version"] == 2 and info["images_count"] == 2 and info["bytes"] == GRID_ARCHIVE.stat().st_size
+    assert [(i["name"], i["height"], i["width"]) for i in info["images"]] == [("e.png", 12, 16), ("f.png", 9, 14)]
+    assert sum(info["sections"].values()) == GRID_ARCHIVE.stat().st_size
+    out_dir = tmp_path / "out"
+    assert_refused(mixinr("decode", GRID_ARCHIVE, "-o", out_dir, "--size", "70000x8"),
+                   "image 0 (e.png): output size 70000x8 out of range")
+    assert_refused(mixinr("decode", GRID_ARCHIVE, "-o", out_dir, "--index", "2"), "no image 2")
+    (tmp_path / "f.png").write_bytes(b"keep")
+    assert_refused(mixinr("decode", GRID_ARCHIVE, "-o", tmp_path / "f.png", "--index", "1"), "already exists")
+    assert not out_dir.exists() and (tmp_path / "f.png").read_bytes() == b"keep"
+    code, _, err, torch_imported = mixinr("decode", GRID_ARCHIVE, "-o", out_dir, "--index", "1")
+    assert code == 0 and torch_imported and (out_dir / "f.png").is_file(), err
+
+
+def test_unknown_format_version_is_one_line_without_torch(tmp_path):
+    """info and decode of an archive of version 7 (valid magic and checksum): the codec's one-line
+    "unknown format version" error, torch never imported, nothing written."""
+    arc = tmp_path / "v7.mixinr"
+    arc.write_bytes(_with_crc(bitstream.MAGIC + b"\x07" + bytes(16)))
+    assert_refused(mixinr("info", arc), "v7.mixinr: unknown format version 7 (this mixinr reads 1, 2)")
+    assert_refused(mixinr("decode", arc, "-o", tmp_path / "out"), "unknown format version 7")
+    assert not (tmp_path / "out").exists()

@@ -271,7 +271,7 @@ def run_decode(args) -> int:
             bitstream.check_start(head, str(src))
 
     raw = read_archive_bytes(src, manifest_or_archive)
-    headers: dict[Path, tuple] = {}  # path -> (names, sizes, multiply-adds per pixel, bytes, decoder or None)
+    headers: dict[Path, tuple] = {}  # path -> (formats.ArchiveHeader, the archive's bytes)
     if raw.lstrip()[:1] == b"{":
         from mixinr.collection import manifest_images, read_manifest
 
@@ -280,7 +280,7 @@ def run_decode(args) -> int:
             raise MixinrError("--index selects images of an archive; use --name with a manifest")
     else:
         headers[src] = _header(raw, str(src))
-        entries = [{"name": n, "archive": src, "index": i} for i, n in enumerate(headers[src][0])]
+        entries = [{"name": n, "archive": src, "index": i} for i, n in enumerate(headers[src][0].names)]
         if args.index:
             for i in args.index:
                 if not 0 <= i < len(entries):
@@ -304,7 +304,8 @@ def run_decode(args) -> int:
     for e in entries:
         if e["archive"] not in headers:
             headers[e["archive"]] = _header(read_archive_bytes(e["archive"]), str(e["archive"]))
-        names, sizes, madds, _, _ = headers[e["archive"]]
+        header = headers[e["archive"]][0]
+        names, sizes = header.names, header.sizes
         if e["index"] >= len(names):
             raise MixinrError(f"{e['archive']}: no image {e['index']} (manifest entry {e['name']!r})")
         target = None
@@ -320,7 +321,8 @@ def run_decode(args) -> int:
         if target is not None and target.exists() and not args.force:
             raise MixinrError(f"{target}: already exists (use --force to overwrite)")
         size = _target_size(args, sizes[e["index"]])
-        check_output_size(f"{e['archive']}: image {e['index']} ({names[e['index']]})", *size, madds)
+        check_output_size(f"{e['archive']}: image {e['index']} ({names[e['index']]})", *size,
+                          header.madds_per_pixel)
         original = _original(args.originals, names[e["index"]], sizes[e["index"]]) if args.originals else None
         plan.append((e["archive"], e["index"], size, target, original))
     grid = Path(args.grid) if args.grid else None
@@ -331,12 +333,11 @@ def run_decode(args) -> int:
     from mixinr.metrics import psnr
     from mixinr.sheet import Entry, contact_sheet
 
-    archives: dict = {}  # Path -> its decoder
+    # Pixels from here on (torch): every archive's decoder is built before any file is written, so weights
+    # or latents that do not decode leave nothing behind either.
+    archives = {path: archive_from_bytes(headers.pop(path)[1], str(path)) for path in dict.fromkeys(p[0] for p in plan)}
     done, sheet = [], []
     for path, index, size, target, original in plan:
-        if path not in archives:
-            _, _, _, data, decoder = headers.pop(path)
-            archives[path] = decoder or archive_from_bytes(data, str(path))
         a = archives[path]
         img = a.decode(index, size)
         if mode == "stdout":
@@ -401,17 +402,11 @@ def _original(folder: str, name: str, size):
 
 
 def _header(data: bytes, source: str) -> tuple:
-    """(names, sizes, multiply-adds per pixel, the bytes, decoder or None) of an archive: version 1 from its
-    header alone (bitstream, no torch, nothing decoded yet); other versions through their decoder."""
-    from mixinr import bitstream
+    """(formats.ArchiveHeader, the bytes) of an archive: names, sizes and render cost from its header alone,
+    whatever its version (no torch, nothing decoded yet); the decoder is built when pixels are rendered."""
+    from mixinr.formats import read_header
 
-    if bitstream.format_version(data, source) == bitstream.VERSION:
-        h = bitstream.read(data, source).header
-        return h.names, h.sizes, h.madds_per_pixel(), data, None
-    from mixinr.codec import archive_from_bytes
-
-    decoder = archive_from_bytes(data, source)
-    return decoder.names, decoder.sizes, decoder.madds_per_pixel, None, decoder
+    return read_header(data, source), data
 
 
 def _human_decode(p: dict, stderr: bool = False) -> None:
@@ -431,19 +426,12 @@ def _human_decode(p: dict, stderr: bool = False) -> None:
 
 
 def run_info(args) -> int:
-    from mixinr import bitstream
+    from mixinr.formats import read_header
     from mixinr.images import read_archive_bytes
 
-    # Version 1: the header alone, no torch, no weights decoded (bitstream.read still checks the whole
-    # file); another version: its decoder's info.
-    data, source = read_archive_bytes(args.archive), str(args.archive)
-    if bitstream.format_version(data, source) == bitstream.VERSION:
-        parsed = bitstream.read(data, source)
-        info = bitstream.describe(parsed.header, parsed.sections, len(data))
-    else:
-        from mixinr.codec import archive_from_bytes
-
-        info = archive_from_bytes(data, source).info()
+    # The header alone, whatever the version: no torch, no weights or latents decoded (the reader still
+    # checks the whole file: checksum, section lengths).
+    info = read_header(read_archive_bytes(args.archive), str(args.archive)).info()
     emit(args, {"archive": str(args.archive), **info}, _human_info)
     return 0
 

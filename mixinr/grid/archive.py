@@ -65,7 +65,8 @@ class GridArchive:
     def __init__(self, parsed: gformat.ParsedGrid, source: str, n_bytes: int):
         h = self.header = parsed.header
         self.source, self.n_bytes, self.sections = source, n_bytes, parsed.sections
-        self.names, self.sizes = h.names, h.sizes
+        self.names, self.sizes, self.precision = h.names, h.sizes, h.precision
+        self.madds_per_pixel = h.madds_per_pixel()  # the render cost cap counts pixels x this
         try:
             tensors = entropy.decode_tensors(parsed.weights, h.weight_shapes(), h.codes, h.bits)
             if h.context:
@@ -82,14 +83,9 @@ class GridArchive:
         synthesis = tensors[: len(tensors) - gformat.CONTEXT_TENSORS] if h.context else tensors
         t = [torch.from_numpy(np.ascontiguousarray(x)) for x in synthesis]
         self._weights, self._biases, self.coeffs = t[0:-1:2], t[1:-1:2], t[-1]
-        # Multiply-adds per output pixel (the synthesis, and 4 per level for its interpolation): what the
-        # decoder's render-cost cap (validate.check_output_size) counts.
-        self.madds_per_pixel = sum(o * i for o, i in gformat.layer_shapes(h.levels, h.widths)) + 4 * h.levels
         it = iter(flat)
         self._latents = [[torch.from_numpy(next(it).astype(np.float32) * np.float32(h.latent_step)).view(r, c)
                           for r, c in level_shapes(hh, ww, h.levels)] for hh, ww in h.sizes]
-
-    precision = f"q{WEIGHT_BITS}"  # what `mixinr info` reports; the latents are integers at latent_step
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "archive") -> "GridArchive":
@@ -119,13 +115,4 @@ class GridArchive:
         return out
 
     def info(self) -> dict:
-        h = self.header
-        return {"version": gformat.VERSION, "representation": "grid", "bytes": self.n_bytes, "sets": h.sets,
-                "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, "
-                           f"K={h.sets} sets, coefficients per layer, "
-                           + (f"context model {h.context} hidden" if h.context else "factorized latents"),
-                "precision": self.precision,
-                "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "latent_step": h.latent_step,
-                "images_count": len(self.names), "sections": dict(self.sections),
-                "images": [{"index": i, "name": n, "height": s[0], "width": s[1]}
-                           for i, (n, s) in enumerate(zip(self.names, self.sizes))]}
+        return gformat.describe(self.header, self.sections, self.n_bytes)

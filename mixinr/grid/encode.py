@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from mixinr.grid import format as gformat
 from mixinr.grid.archive import GridArchive, pack
 from mixinr.grid.fit import GridModel, fit
 from mixinr.metrics import psnr
@@ -57,7 +58,7 @@ class GridCandidate:
         return self._psnrs[key]
 
     def precision(self, setting) -> str:
-        return GridArchive.precision
+        return gformat.read(self.pack(setting)).header.precision
 
     def predicted_loss_db(self, alpha: float) -> float:
         """Measured, not predicted: the float latents' PSNR minus the archive's at this step."""

@@ -86,6 +86,16 @@ class GridHeader:
         """Symbols per (image, level), images then levels."""
         return [math.ceil(h / 2**l) * math.ceil(w / 2**l) for h, w in self.sizes for l in range(self.levels)]
 
+    @property
+    def precision(self) -> str:
+        """What `mixinr info` reports: the weights' bits ("q10"); the latents are integers at latent_step."""
+        return f"q{self.bits}"
+
+    def madds_per_pixel(self) -> int:
+        """Multiply-adds per output pixel (the synthesis, and 4 per level for its interpolation): what the
+        decoder's render-cost cap (validate.check_output_size) counts."""
+        return sum(o * i for o, i in layer_shapes(self.levels, self.widths)) + 4 * self.levels
+
 
 @dataclass
 class ParsedGrid:
@@ -183,3 +193,16 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
     sections = {"magic+version": len(MAGIC) + 1, "header": head, "weights": len(weights),
                 "latents": len(latents), "checksum": 4}
     return ParsedGrid(header, weights, latents, sections)
+
+
+def describe(h: GridHeader, sections: dict[str, int], n_bytes: int) -> dict:
+    """What `mixinr info` prints: the header's fields and the bytes per section (ParsedGrid.sections), from
+    the header alone (no latents decoded, no torch); GridArchive.info() is this."""
+    return {"version": VERSION, "representation": "grid", "bytes": n_bytes, "sets": h.sets,
+            "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, "
+                       f"K={h.sets} sets, coefficients per layer, "
+                       + (f"context model {h.context} hidden" if h.context else "factorized latents"),
+            "precision": h.precision,
+            "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "latent_step": h.latent_step,
+            "images_count": h.n, "sections": dict(sections),
+            "images": bitstream.describe_images(h.names, h.sizes)}
