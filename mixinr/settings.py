@@ -84,7 +84,6 @@ class GridConfig:
     lam: float = 1e-3  # first rate weight: MSE per bit per pixel
     lam_rate: float = 0.05  # lambda's multiplicative adaptation per step toward the target rate
     lam_max: float = 3e-2  # lambda's ceiling: a group's early rate drove it 200x up and its latents collapsed (docs/photo.md)
-    rate_every: int = 4  # steps between measures of the rounded rate that steers lambda (each costs ~10% of a step)
     context: int = 16  # hidden width of the latents' context MLP (grid/context.py); 0: the factorized Laplace
     seed: int = 0
 

@@ -41,19 +41,17 @@ class GridModel(nn.Module):
         self.synthesis = MixtureSynthesis(cfg.levels, cfg.widths, min(cfg.sets, len(sizes)), len(sizes), gen)
         self.context = ContextModel(cfg.context, gen) if cfg.context else None
 
-    def forward(self, index: int, hard: bool, measure: bool = True) -> tuple[Tensor, Tensor, float | None]:
+    def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor, float]:
         """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or rounded), the bits of
-        those latents, and the bits of the rounded latents (what the archive will spend; no gradient; with
-        noisy latents only if `measure`, else None)."""
+        those latents, and the bits of the rounded latents (what the archive will spend; no gradient)."""
         h, w = self.sizes[index]
         grids = [y + (torch.round(y) - y).detach() if hard else y + torch.rand_like(y) - 0.5
                  for y in self.latents[index]]
         scales = self.log_scale[index].exp()
         bits = self.bits(grids, scales)
-        coded = None
         if hard:  # the latents are the rounded ones already
             coded = float(bits.detach())
-        elif measure:
+        else:
             with torch.no_grad():
                 coded = float(self.bits([torch.round(y) for y in self.latents[index]], scales))
         return self.synthesis(upsample_frame(grids, h, w), index), bits, coded
@@ -90,13 +88,13 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
     images_label = plural(len(images), "image")
-    start, bpp = time.perf_counter(), None
+    start = time.perf_counter()
     with Bar(f"fitting grid, {images_label} [{dev.type}]", cfg.steps, progress) as bar:
         step = 0
         while step < cfg.steps:
             if deadline is not None and step < hard_from and time.perf_counter() > deadline:
                 step = hard_from  # out of time: finish with the rounded phase only
-            log_lam, psnr, bpp = _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg, bpp)
+            log_lam, psnr, bpp = _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg)
             step += 1
             bar.update(step, f"step {step}/{cfg.steps}  ~{psnr:.2f} dB  {bpp:.3f} bpp")
             if step == ESTIMATE_AFTER and cfg.steps > 10 * step:
@@ -106,24 +104,21 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     return model.cpu()
 
 
-def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg, last_bpp=None
-          ) -> tuple[float, float, float]:
-    """One Adam step over the group: (log lambda after its update, PSNR estimate, rounded latents' bpp).
-    The rounded rate is measured every `cfg.rate_every` steps; in between lambda follows `last_bpp`."""
+def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg) -> tuple[float, float, float]:
+    """One Adam step over the group: (log lambda after its update, PSNR estimate, rounded latents' bpp)."""
     for g in opt.param_groups:
         g["lr"] = g["base"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
     hard = step >= hard_from
-    measure = hard or last_bpp is None or step % cfg.rate_every == 0
     sse, bits = 0.0, 0.0
     opt.zero_grad(set_to_none=True)
     for i, target in enumerate(targets):
-        rgb, b, coded = model(i, hard, measure)
+        rgb, b, coded = model(i, hard)
         err = (rgb - target).square().sum()
         loss = (err / 3 + math.exp(log_lam) * b) / pixels
         loss.backward()
-        sse, bits = sse + float(err.detach()), bits + (coded or 0.0)
+        sse, bits = sse + float(err.detach()), bits + coded
     opt.step()
-    bpp = bits / pixels if measure else last_bpp
+    bpp = bits / pixels
     if target_bpp:
         log_lam = min(log_lam + cfg.lam_rate * (bpp / target_bpp - 1), math.log(cfg.lam_max))
     return log_lam, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp
