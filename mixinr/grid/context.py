@@ -11,7 +11,7 @@ mu = s * o0 and b = s * (MIN_REL + |o1|). So a level decodes in two vectorised r
 Encoder and decoder compute the parameters with `exact=True`: element-wise float32 multiplies and adds in
 a fixed order (no matmul, no exp, no reduction whose order a BLAS or a CPU's vector width could change),
 from the same integers, so both see bit-identical models. Training computes the same MLP as two
-convolutions over the whole level (the same values to float rounding, several times faster)."""
+convolutions over the whole level (the same values to float rounding, faster: docs/photo.md)."""
 
 from __future__ import annotations
 
