@@ -3,9 +3,12 @@ after the originals whose PSNR equals what encode reported, single-image and res
 collection manifests, and every user error giving exit code 2, one line and no partial output.
 One subprocess test checks that a bad archive prints no traceback."""
 
+import gc
 import json
 import subprocess
 import sys
+import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,6 +115,95 @@ def test_manifest_decode(encoded, tmp_path):
     assert code == 0 and len(dec["images"]) == 3
     (tmp_path / "bad.json").write_text('{"format": "something else"}')
     assert main(["decode", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x")]) == 2
+
+
+def _manifest(tmp_path, archives: list[bytes]) -> Path:
+    """tmp_path/manifest.json over group-000k.mixinr, each holding archives[k] (a.png, b.png, c.png as
+    "gk/a.png" ...), its images listed by name: a of every group first, so archives interleave."""
+    for k, data in enumerate(archives):
+        (tmp_path / f"group-000{k}.mixinr").write_bytes(data)
+    images = [{"name": f"g{k}/{n}", "archive": f"group-000{k}.mixinr", "index": i, "psnr": 0, "bpp": 0}
+              for i, n in enumerate(["a.png", "b.png", "c.png"]) for k in range(len(archives))]
+    manifest = {"format": "mixinr-manifest", "version": 1, "images": images,
+                "groups": [{"archive": f"group-000{k}.mixinr", "status": "done", "error": None}
+                           for k in range(len(archives))]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path / "manifest.json"
+
+
+def _watch_decoders(monkeypatch, on_build=lambda source: None) -> list:
+    """Wrap codec.archive_from_bytes (what decode builds decoders with): each call appends (archive file
+    name, decoders still alive) and runs on_build(source) first."""
+    live, builds = weakref.WeakSet(), []
+    real = codec.archive_from_bytes
+
+    def watched(data, source="archive"):
+        gc.collect()  # only what the decode still holds stays alive
+        on_build(source)
+        builds.append((Path(source).name, len(live)))
+        decoder = real(data, source)
+        live.add(decoder)
+        return decoder
+
+    monkeypatch.setattr(codec, "archive_from_bytes", watched)
+    return builds
+
+
+def test_manifest_decode_holds_one_decoder_at_a_time(encoded, tmp_path, monkeypatch):
+    """A manifest of three archives whose images interleave: each archive's decoder is built once, only
+    after the previous one is gone and its images are written; the report keeps the manifest's order."""
+    _, out, _ = encoded
+    manifest = _manifest(tmp_path, [out.read_bytes()] * 3)
+    dec_dir = tmp_path / "o"
+    written = []
+    builds = _watch_decoders(monkeypatch, lambda source: written.append(len(list(dec_dir.glob("*.png")))))
+    code, dec = _run_json(["decode", str(manifest), "-o", str(dec_dir)])
+    assert code == 0
+    assert builds == [(f"group-000{k}.mixinr", 0) for k in range(3)]
+    assert written == [0, 3, 6]
+    assert [(Path(d["archive"]).name, d["name"]) for d in dec["images"]] == [
+        (f"group-000{k}.mixinr", f"{n}.png") for n in "abc" for k in range(3)]
+    assert len(list(dec_dir.glob("*.png"))) == 9 and not list(dec_dir.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("case, words", [("flipped", "checksum mismatch"), ("missing", "no such file")])
+def test_manifest_with_a_bad_last_archive_writes_nothing(encoded, tmp_path, capsys, monkeypatch, case, words):
+    """The last of three archives corrupt or missing: exit 2, one line naming it, no decoder built (pass 1
+    reads every archive's header and checksum first), no output and no temporary file."""
+    _, out, _ = encoded
+    last = out.read_bytes() if case == "missing" else _corrupt(out, tmp_path).read_bytes()
+    manifest = _manifest(tmp_path, [out.read_bytes()] * 2 + [last])
+    if case == "missing":
+        (tmp_path / "group-0002.mixinr").unlink()
+    builds = _watch_decoders(monkeypatch)
+    capsys.readouterr()
+    assert main(["decode", str(manifest), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mixinr: error: ") and err.count("\n") == 1
+    assert "group-0002.mixinr" in err and words in err
+    assert builds == [] and not (tmp_path / "o").exists() and not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_manifest_archive_changed_during_decode_keeps_earlier_images(encoded, tmp_path, capsys, monkeypatch):
+    """The documented limit of pass 2: an archive replaced (by another valid one) after pass 1 checked it
+    is refused in one line (exit 2) saying how many images of earlier archives stay written, each complete."""
+    _, out, _ = encoded
+    manifest = _manifest(tmp_path, [out.read_bytes()] * 3)
+    other = (Path(__file__).parent / "data" / "golden-grid-context.mixinr").read_bytes()
+
+    def replace_last(source):
+        if source.endswith("group-0000.mixinr"):
+            (tmp_path / "group-0002.mixinr").write_bytes(other)
+
+    _watch_decoders(monkeypatch, replace_last)
+    capsys.readouterr()
+    assert main(["decode", str(manifest), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mixinr: error: ") and err.count("\n") == 1
+    assert "group-0002.mixinr: changed on disk" in err and "decode stopped there; 6 images already written" in err
+    pngs = sorted((tmp_path / "o").glob("*.png"))
+    assert len(pngs) == 6 and all(read_image(p).shape == (12, 12, 3) for p in pngs)
+    assert not list(tmp_path.rglob(".*.tmp"))
 
 
 def _corrupt(out, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -255,7 +256,7 @@ def _target_size(args, original: tuple[int, int]) -> tuple[int, int]:
 
 def run_decode(args) -> int:
     from mixinr import bitstream
-    from mixinr.images import png_bytes, read_archive_bytes, write_png
+    from mixinr.images import read_archive_bytes, write_png
     from mixinr.validate import check_output_dir, check_output_size, scaled_size
 
     src = Path(args.archive)
@@ -271,7 +272,8 @@ def run_decode(args) -> int:
             bitstream.check_start(head, str(src))
 
     raw = read_archive_bytes(src, manifest_or_archive)
-    headers: dict[Path, tuple] = {}  # path -> (formats.ArchiveHeader, the archive's bytes)
+    headers: dict[Path, tuple] = {}  # path -> (formats.ArchiveHeader, SHA-256 of its bytes): pass 1's
+    kept: dict[Path, bytes] = {}  # a lone archive's bytes (a pipe cannot be read twice; one is no growth)
     if raw.lstrip()[:1] == b"{":
         from mixinr.collection import manifest_images, read_manifest
 
@@ -279,7 +281,7 @@ def run_decode(args) -> int:
         if args.index:
             raise MixinrError("--index selects images of an archive; use --name with a manifest")
     else:
-        headers[src] = _header(raw, str(src))
+        headers[src], kept[src] = _checked(raw, str(src)), raw
         entries = [{"name": n, "archive": src, "index": i} for i, n in enumerate(headers[src][0].names)]
         if args.index:
             for i in args.index:
@@ -297,13 +299,14 @@ def run_decode(args) -> int:
             raise MixinrError(f"{src}: no image named {missing[0]!r}")
         entries = list({id(by_name[n]): by_name[n] for n in args.name}.values())
 
-    # Plan every output (archive, index, size, file) and check each size against the decoder's caps
-    # before writing any, so errors leave nothing behind.
+    # Pass 1: plan every output (archive, index, size, file) and check each size against the decoder's
+    # caps before writing any. Every archive named is read whole and validated here (checksum, header,
+    # section lengths; no decoder built, no torch), so a missing or corrupt one leaves nothing behind.
     mode = _output_mode(args, len(entries), src)
     plan, used = [], set()
     for e in entries:
         if e["archive"] not in headers:
-            headers[e["archive"]] = _header(read_archive_bytes(e["archive"]), str(e["archive"]))
+            headers[e["archive"]] = _checked(read_archive_bytes(e["archive"]), str(e["archive"]))
         header = headers[e["archive"]][0]
         names, sizes = header.names, header.sizes
         if e["index"] >= len(names):
@@ -329,31 +332,23 @@ def run_decode(args) -> int:
     if grid is not None and grid.exists() and not args.force:
         raise MixinrError(f"{grid}: already exists (use --force to overwrite)")
 
-    from mixinr.codec import archive_from_bytes
-    from mixinr.metrics import psnr
-    from mixinr.sheet import Entry, contact_sheet
-
-    # Pixels from here on (torch): every archive's decoder is built before any file is written, so weights
-    # or latents that do not decode leave nothing behind either.
-    archives = {path: archive_from_bytes(headers.pop(path)[1], str(path)) for path in dict.fromkeys(p[0] for p in plan)}
-    done, sheet = [], []
-    for path, index, size, target, original in plan:
-        a = archives[path]
-        img = a.decode(index, size)
-        if mode == "stdout":
-            sys.stdout.buffer.write(png_bytes(img))
-            sys.stdout.buffer.flush()
-        elif target is not None:
-            write_png(target, img, force=True)
-        quality = psnr(img, original) if original is not None and img.shape == original.shape else None
-        bpp = a.n_bytes * 8 / sum(h * w for h, w in a.sizes)
-        done.append({"index": index, "name": a.names[index], "archive": a.source,
-                     "file": None if target is None else str(target), "height": int(img.shape[0]),
-                     "width": int(img.shape[1]), "bpp": bpp, "psnr": quality})
-        if grid is not None:
-            sheet.append(Entry(a.names[index], img, bpp, original, quality))
+    # Pass 2 (torch): one archive's decoder at a time, built from the very bytes pass 1 validated, so
+    # memory does not grow with the number of archives. Only what pass 1 cannot see stops it here (weights
+    # or latents that fail to decode behind a valid checksum, a file replaced since): what is written stays.
+    rendered = []
+    for path, items in _by_archive(plan).items():
+        try:
+            data = kept.pop(path) if path in kept else _read_again(path, headers[path][1])
+            rendered += _render_archive(path, data, items, mode, grid is not None)
+            del data  # not held beside the next archive's
+        except MixinrError as e:
+            raise _stopped(e, sum(1 for _, d, _ in rendered if d["file"])) from None
+    rendered.sort(key=lambda r: r[0])  # the report and the sheet in the order planned
+    done = [d for _, d, _ in rendered]
     if grid is not None:
-        write_png(grid, contact_sheet(sheet), force=True)
+        from mixinr.sheet import contact_sheet
+
+        write_png(grid, contact_sheet([entry for _, _, entry in rendered]), force=True)
     payload = {"archive": str(src), "output": args.output, "outdir": args.output if mode == "dir" else None,
                "grid": args.grid, "images": done}
     emit(args, payload, lambda p: _human_decode(p, stderr=mode == "stdout"))
@@ -401,12 +396,65 @@ def _original(folder: str, name: str, size):
     raise MixinrError(f"{root}: no original for {name!r}")
 
 
-def _header(data: bytes, source: str) -> tuple:
-    """(formats.ArchiveHeader, the bytes) of an archive: names, sizes and render cost from its header alone,
-    whatever its version (no torch, nothing decoded yet); the decoder is built when pixels are rendered."""
+def _checked(data: bytes, source: str) -> tuple:
+    """(formats.ArchiveHeader, SHA-256 of the bytes) of an archive: names, sizes and render cost from its
+    header alone, whatever its version, once its checksum and section lengths hold (no torch, nothing
+    decoded); the decoder is built in decode's pass 2, from bytes the digest says are these."""
     from mixinr.formats import read_header
 
-    return read_header(data, source), data
+    return read_header(data, source), hashlib.sha256(data).digest()
+
+
+def _read_again(path: Path, digest: bytes) -> bytes:
+    """A manifest's archive read again for pass 2 (pass 1 keeps no archive's bytes), refused unless it
+    is still the file pass 1 validated and planned with."""
+    from mixinr.images import read_archive_bytes
+
+    data = read_archive_bytes(path)
+    if hashlib.sha256(data).digest() != digest:
+        raise MixinrError(f"{path}: changed on disk while decoding (run decode again)")
+    return data
+
+
+def _by_archive(plan: list) -> dict[Path, list]:
+    """The plan's outputs grouped by archive, in order of first appearance: [(position in plan, output)]."""
+    groups: dict[Path, list] = {}
+    for k, out in enumerate(plan):
+        groups.setdefault(out[0], []).append((k, out))
+    return groups
+
+
+def _render_archive(path: Path, data: bytes, items: list, mode: str | None, sheet: bool) -> list:
+    """Build `path`'s decoder and render its planned outputs, writing each PNG (a file, or stdout):
+    [(position, report entry, sheet entry or None)]. The decoder lives only as long as this call."""
+    from mixinr.codec import archive_from_bytes
+    from mixinr.images import png_bytes, write_png
+    from mixinr.metrics import psnr
+    from mixinr.sheet import Entry
+
+    a = archive_from_bytes(data, str(path))
+    bpp = a.n_bytes * 8 / sum(h * w for h, w in a.sizes)
+    out = []
+    for k, (_, index, size, target, original) in items:
+        img = a.decode(index, size)
+        if mode == "stdout":
+            sys.stdout.buffer.write(png_bytes(img))
+            sys.stdout.buffer.flush()
+        elif target is not None:
+            write_png(target, img, force=True)
+        quality = psnr(img, original) if original is not None and img.shape == original.shape else None
+        done = {"index": index, "name": a.names[index], "archive": a.source,
+                "file": None if target is None else str(target), "height": int(img.shape[0]),
+                "width": int(img.shape[1]), "bpp": bpp, "psnr": quality}
+        out.append((k, done, Entry(a.names[index], img, bpp, original, quality) if sheet else None))
+    return out
+
+
+def _stopped(error: MixinrError, written: int) -> MixinrError:
+    """A pass-2 failure, saying what stays on disk: the PNGs written before it, each complete."""
+    if not written:
+        return error
+    return MixinrError(f"{error} (decode stopped there; {plural(written, 'image')} already written)")
 
 
 def _human_decode(p: dict, stderr: bool = False) -> None:
