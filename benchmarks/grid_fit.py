@@ -44,9 +44,7 @@ def main(argv=None) -> int:
             h, w = im.shape[0] // args.scale, im.shape[1] // args.scale
             im = np.asarray(Image.fromarray(im).resize((w, h), Image.LANCZOS))
         images.append(im)
-    settings = json.loads(args.settings)
-    if "widths" in settings:
-        settings["widths"] = tuple(settings["widths"])
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.settings).items()}
     cfg = GridConfig(steps=args.steps, lam=args.lam, **settings)
     start = time.perf_counter()
     model = fit(images, cfg, args.target)
