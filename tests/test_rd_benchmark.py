@@ -188,3 +188,16 @@ def test_spread_picks_the_highest_webp_quality_under_budget():
     assert sum(c.n_bytes for c in above) * 8 / (2 * 16 * 16) > 4.0
     with pytest.raises(SystemExit, match="cannot reach"):
         spread.webp_at(images, 0.01)
+
+
+def test_tiles_cover_the_photo_once():
+    """benchmarks/tiles.py cuts a photo into tiles (edge tiles smaller) that put back give the photo."""
+    tiles = _bench("tiles")
+    im = np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    parts = tiles.cut(im, 16)
+    assert [(r, c) for r, c, _ in parts][:4] == [(0, 0), (0, 16), (0, 32), (0, 48)]
+    assert len(parts) == 3 * 4 and parts[-1][2].shape == (5, 2, 3)
+    out = np.zeros_like(im)
+    for r, c, t in parts:
+        out[r : r + t.shape[0], c : c + t.shape[1]] += t
+    assert np.array_equal(out, im)
