@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mixinr.data import resize  # noqa: E402
 from mixinr.grid.encode import GridCandidate  # noqa: E402
 from mixinr.grid.fit import GridConfig, fit  # noqa: E402
 from mixinr.images import read_image  # noqa: E402
@@ -40,10 +40,7 @@ def main(argv=None) -> int:
     images = []
     for path in args.images:
         im = read_image(path)
-        if args.scale > 1:
-            h, w = im.shape[0] // args.scale, im.shape[1] // args.scale
-            im = np.asarray(Image.fromarray(im).resize((w, h), Image.LANCZOS))
-        images.append(im)
+        images.append(resize(im, (im.shape[0] // args.scale, im.shape[1] // args.scale)))
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.settings).items()}
     cfg = GridConfig(steps=args.steps, lam=args.lam, **settings)
     start = time.perf_counter()

@@ -100,14 +100,14 @@ def load_cifar_groups(data: Path, classes, group_size: int) -> list[Group]:
 
 def load_kodak_group(data: Path, size=KODAK_SIZE) -> Group:
     """All PNGs of `data`, resized to `size` (height, width) with Pillow's Lanczos (None: full size)."""
-    from PIL import Image
+    from mixinr.data import resize
 
     files = sorted(Path(data).glob("*.png"), key=lambda p: p.name)
     if not files:
         raise SystemExit(f"{data}: no PNG files")
     images = [read_image(f) for f in files]
     if size is not None:
-        images = [np.asarray(Image.fromarray(im).resize((size[1], size[0]), Image.LANCZOS)) for im in images]
+        images = [resize(im, size) for im in images]
     return Group("kodak", images, [f.name for f in files])
 
 

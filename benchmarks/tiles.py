@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixinr import codec  # noqa: E402
+from mixinr.data import resize  # noqa: E402
 from mixinr.images import read_image  # noqa: E402
 from mixinr.metrics import psnr  # noqa: E402
 
@@ -44,9 +44,7 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     im = read_image(args.image)
-    if args.scale > 1:
-        h, w = im.shape[0] // args.scale, im.shape[1] // args.scale
-        im = np.asarray(Image.fromarray(im).resize((w, h), Image.LANCZOS))
+    im = resize(im, (im.shape[0] // args.scale, im.shape[1] // args.scale))
     tiles = cut(im, args.tile)
     cfg = codec.EncodeConfig(bpp=args.bpp, representation=args.model, progress=False, **json.loads(args.settings))
     start = time.perf_counter()
@@ -57,7 +55,7 @@ def main(argv=None) -> int:
     for i, (r, c, t) in enumerate(tiles):
         out[r : r + t.shape[0], c : c + t.shape[1]] = archive.decode(i)
     print(json.dumps({"image": str(args.image), "size": list(im.shape[:2]), "tile": args.tile, "tiles": len(tiles),
-                      "model": args.model, "target_bpp": args.bpp, "bpp": len(res.data) * 8 / (im.shape[0] * im.shape[1]),
+                      "model": args.model, "target_bpp": args.bpp, "bpp": res.bpp,
                       "psnr": psnr(out, im), "arch": str(res.arch), "encode_s": round(seconds, 1),
                       "threads": args.threads, "load_average": os.getloadavg()[0]}))
     return 0
