@@ -201,3 +201,22 @@ def test_tiles_cover_the_photo_once():
     for r, c, t in parts:
         out[r : r + t.shape[0], c : c + t.shape[1]] += t
     assert np.array_equal(out, im)
+
+
+def test_finetune_variants_of_a_saved_fit(tmp_path, capsys):
+    """benchmarks/finetune.py: a saved fit gives the same fine-tuning results when loaded again, every
+    variant's archive is within the budget, and no fine-tuning (qat epochs 0) leaves the rounded fit."""
+    finetune = _bench("finetune")
+    (tmp_path / "0").mkdir()
+    for i, im in enumerate(_images(3, size=16)):
+        Image.fromarray(im).save(tmp_path / "0" / f"{i:05d}.png")
+    variants = json.dumps([{}, {"epochs": 0}, {"lr": 1e-3}])
+    common = ["--data", str(tmp_path), "--class", "0", "--bpp", "8", "--variants", variants]
+    assert finetune.main([*common, "--width", "4", "--epochs", "20", "--save", str(tmp_path / "fit.pkl")]) == 0
+    first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert finetune.main([*common, "--load", str(tmp_path / "fit.pkl")]) == 0
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(first) == drop(again) and len(first) == 3
+    assert all(r["bytes"] <= 8 * 3 * 16 * 16 // 8 for r in first)
+    assert first[1]["after"] == first[1]["before"]
