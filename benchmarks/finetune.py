@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import pickle
 import sys
 import time
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rd import CIFAR, load_cifar_groups  # noqa: E402  (puts the package on sys.path)
+from rd import CIFAR, budget_bytes, load_cifar_groups  # noqa: E402  (puts the package on sys.path)
 
 from mixinr import codec, ratecontrol  # noqa: E402
 from mixinr.representation import finest_under  # noqa: E402
@@ -39,7 +38,7 @@ def saved_fit(data: Path, cls: int, bpp: float, width: int, group_size: int = 16
     pixels = sum(im.shape[0] * im.shape[1] for im in images)
     cfg = codec.EncodeConfig(bpp=bpp, epochs=epochs, progress=False).resolved(pixels / len(images))
     cand = codec.REPRESENTATIONS[cfg.representation].plan(images, group.names, cfg).fit(width)
-    budget = math.floor(bpp * pixels / 8)
+    budget = budget_bytes(bpp, pixels)
     return {"cand": cand, "setting": finest_under(cand, budget), "budget": budget, "cfg": cfg,
             "what": {"class": cls, "bpp": bpp, "width": width}}
 
@@ -47,8 +46,8 @@ def saved_fit(data: Path, cls: int, bpp: float, width: int, group_size: int = 16
 def variant(saved: bytes, qat: dict) -> dict:
     """finish() of a fresh copy of the saved fit with the QatConfig fields `qat` changed."""
     d = pickle.loads(saved)
-    cfg = dataclasses.replace(d["cfg"], qat=dataclasses.replace(d["cfg"].qat, **{
-        k: tuple(v) if isinstance(v, list) else v for k, v in qat.items()}))
+    # EncodeConfig turns the dict into a QatConfig (lists to tuples), as it does for --settings.
+    cfg = dataclasses.replace(d["cfg"], qat={**dataclasses.asdict(d["cfg"].qat), **qat})
     d["cand"].cfg = cfg  # fine_tuned() reads the candidate's own config
     start = time.perf_counter()
     _, _, trials = ratecontrol.finish(d["cand"], d["setting"], d["budget"], cfg)

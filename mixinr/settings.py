@@ -51,7 +51,7 @@ class QatConfig:
 
     epochs: int = 600  # all stages together; 0 turns fine-tuning off
     stages: tuple[float, ...] = (0.5, 0.75, 0.9)  # 1.0 of 1.16 dB recovered on 14 automobiles at 4 bpp
-    lr: float = 1e-4  # 2e-5 until the fourteenth session: 1e-4 wins 0.1-0.2 dB back on wide 4 bpp fits, level elsewhere (docs/rd.md)
+    lr: float = 1e-4  # 2e-5 until the fourteenth session: +0.1-0.2 dB on wide 4 bpp fits, level elsewhere (docs/rd.md)
     lbfgs_steps: int = 0  # per stage; 200 gained 0.07 dB on class 1 at 4 bpp for 8 s more: off
     margin_bytes: int = 4  # aim one range-coder word under the budget: else half came out 3-4 bytes over
 
