@@ -105,9 +105,9 @@ def test_reproduce_kodak_grid_profile_resumes_and_prints_the_seeds_claim(tmp_pat
     assert again["rows"] == report["rows"]  # read back from results-grid.jsonl, not refitted
 
 
-def _random_context_model(sizes, seed=1, passes=2):
+def _random_context_model(sizes, seed=1):
     """A context-coded GridModel with spread latents and a perturbed (non-trivial) context MLP."""
-    model = GridModel(sizes, dataclasses.replace(TINY, context=8, context_passes=passes))
+    model = GridModel(sizes, dataclasses.replace(TINY, context=8))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for grids in model.latents:
@@ -119,19 +119,16 @@ def _random_context_model(sizes, seed=1, passes=2):
     return model
 
 
-@pytest.mark.parametrize("passes", [2, 4])
-def test_context_archive_decodes_the_identical_latents_at_any_step(one_thread, passes):
+def test_context_archive_decodes_the_identical_latents_at_any_step(one_thread):
     """Context-coded archives (two images of different sizes, odd shapes) decode to exactly the rounded
-    latents at several latent steps, in either order (checkerboard, quad): the decoder's passes per
-    level rebuild the encoder's per-symbol means and scales bit for bit (any mismatch desynchronises the
-    range coder)."""
+    latents at several latent steps: the decoder's two passes per level rebuild the encoder's per-symbol
+    means and scales bit for bit (any mismatch desynchronises the range coder)."""
     sizes = [(13, 21), (9, 9)]
-    model = _random_context_model(sizes, passes=passes)
+    model = _random_context_model(sizes)
     for step in (1.0, 0.7, 2.5):
         data = pack(model, ["a.png", "b.png"], latent_step=step)
         archive = _archive(data)
         assert archive.header.context == 8 and archive.info()["context"] == 8
-        assert archive.header.context_passes == passes == archive.info()["context_passes"]
         s = np.float32(archive.header.latent_step)
         for i in range(2):
             for level, y in enumerate(model.latents[i]):
@@ -140,48 +137,28 @@ def test_context_archive_decodes_the_identical_latents_at_any_step(one_thread, p
         assert archive.render(0, 13, 21).shape == (13, 21, 3)
 
 
-def _random_mlp(seed: int, passes: int) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    ctx = gcontext.ContextModel(8, passes, gen)
+def test_context_parameters_read_only_what_the_decoder_has():
+    """A level's anchors' (mu, b) do not depend on that level's values at all, the others' only on the
+    anchors: values changed at non-anchor positions leave every parameter bit-identical, values changed
+    at anchors change the non-anchors' parameters (so the context is really used)."""
+    gen = torch.Generator().manual_seed(0)
+    ctx = gcontext.ContextModel(8, gen)
     with torch.no_grad():
         for p in ctx.parameters():
             p.add_(torch.randn(p.shape, generator=gen))
-    return [t.detach() for t in ctx.coded_params()]
-
-
-@pytest.mark.parametrize("passes", [2, 4])
-def test_context_parameters_read_only_what_the_decoder_has(passes):
-    """A pass's (mu, b) depend only on the level's values of earlier passes: values changed at that pass's
-    positions or later ones leave its parameters bit-identical, values changed at earlier passes'
-    positions change them (so the context is really used); the first pass reads nothing of its level.
-    Training's convolutions give the same parameters to float rounding."""
-    gen = torch.Generator().manual_seed(0)
-    params = _random_mlp(0, passes)
+    params = ctx.coded_params()
     coarse, cur = torch.randn(4, 6, generator=gen), torch.randn(7, 11, generator=gen)
-    pm = gcontext.pass_map(7, 11, passes)
+    mask = gcontext.anchors(7, 11)
     s, s_coarse = torch.tensor(0.8), torch.tensor(1.3)
-    mu, b = gcontext.level_params(params, coarse, cur, passes, s, s_coarse, True)
-    for p in range(passes):
-        at = pm == p
-        later = torch.where(pm >= p, torch.randn(7, 11, generator=gen), cur)
-        mu2, b2 = gcontext.level_params(params, coarse, later, passes, s, s_coarse, True)
-        assert torch.equal(mu2[at], mu[at]) and torch.equal(b2[at], b[at]), p
-        earlier = torch.where(pm < p, cur + 1, cur)
-        mu3, _ = gcontext.level_params(params, coarse, earlier, passes, s, s_coarse, True)
-        assert torch.equal(mu3[at], mu[at]) == (p == 0), p
-    fast = gcontext.level_params(params, coarse, cur, passes, s, s_coarse, False)  # training's convolutions
+    mu, b = gcontext.level_params(params, coarse, cur, mask, s, s_coarse, True)
+    other = torch.where(mask, cur, torch.randn(7, 11, generator=gen))
+    mu2, b2 = gcontext.level_params(params, coarse, other, mask, s, s_coarse, True)
+    assert torch.equal(mu, mu2) and torch.equal(b, b2)
+    moved = torch.where(mask, cur + 1, cur)
+    mu3, _ = gcontext.level_params(params, coarse, moved, mask, s, s_coarse, True)
+    assert torch.equal(mu3[mask], mu[mask]) and not torch.equal(mu3[~mask], mu[~mask])
+    fast = gcontext.level_params(params, coarse, cur, mask, s, s_coarse, False)  # training's convolutions
     assert torch.allclose(fast[0], mu, atol=1e-5) and torch.allclose(fast[1], b, atol=1e-5)
-
-
-def test_quad_order_reads_more_neighbours_than_the_checkerboard():
-    """The quad order's passes see 0, 4 (diagonals), 4 (cross) and 8 decoded neighbours; the
-    checkerboard's 0 and 4 (cross): the table the training convolutions mask their kernels with."""
-    assert gcontext.visible(2).sum(1).tolist() == [0, 4]
-    assert gcontext.visible(4).sum(1).tolist() == [0, 4, 4, 8]
-    assert gcontext.visible(4)[1].tolist() == [False] * 4 + [True] * 4
-    for passes in (2, 4):
-        assert 9 + len(gcontext.OFFSETS[passes]) + passes - 1 == gformat.CONTEXT_FEATURES[passes]
-        assert sorted(gcontext.pass_map(6, 6, passes).unique().tolist()) == list(range(passes))
 
 
 def test_context_fit_rate_estimate_matches_the_archive(one_thread):
@@ -251,20 +228,24 @@ def test_lambda_never_passes_its_ceiling(one_thread):
     assert fit(images, dataclasses.replace(cfg, lam_max=1.0), target_bpp=0.01).lam > 10 * cfg.lam_max  # the bug's path
 
 
-@pytest.mark.parametrize("passes", [2, 4])
-def test_context_coder_bands_give_the_whole_levels_parameters(passes):
+def test_context_coder_bands_give_the_whole_levels_parameters():
     """The coder evaluates the context MLP band by band of rows (memory bounded whatever size a file
     declares); the bands' parameters, in order, are bit-identical to the whole level's at each pass's
     positions, so banding changes no byte of the stream."""
     gen = torch.Generator().manual_seed(2)
-    params = _random_mlp(2, passes)
+    ctx = gcontext.ContextModel(8, gen)
+    with torch.no_grad():
+        for p in ctx.parameters():
+            p.add_(torch.randn(p.shape, generator=gen))
+    params = [t.detach() for t in ctx.coded_params()]
     coarse, cur = torch.randn(5, 6, generator=gen).round(), torch.randn(9, 11, generator=gen).round()
+    mask = gcontext.anchors(9, 11)
     s, s_c, step = torch.tensor(0.8), torch.tensor(1.3), np.float32(1.0)
-    mu, b = gcontext._symbol_params(*gcontext.level_params(params, coarse, cur, passes, s, s_c, True), step, 50)
-    pm = gcontext.pass_map(9, 11, passes).numpy()
-    parts = list(gcontext._level(params, cur.numpy().astype(np.int32), coarse, s, s_c, step, 50, passes,
-                                 positions=22))  # 2 rows a band
-    assert len(parts) == sum(len(set(pm[r : r + 2].ravel())) for r in range(0, 9, 2))
-    order = np.concatenate([np.flatnonzero(pm.ravel() == p) for p in range(passes)])
-    assert np.array_equal(np.concatenate([pt[2] for pt in parts]), mu.ravel()[order])
-    assert np.array_equal(np.concatenate([pt[3] for pt in parts]), b.ravel()[order])
+    mu, b = gcontext._symbol_params(*gcontext.level_params(params, coarse, cur, mask, s, s_c, True), step, 50)
+    up, a = gcontext._inputs(coarse, cur, mask, s, s_c, True)
+    for anchors_pass in (True, False):
+        want = mask.numpy().ravel() == anchors_pass
+        parts = list(gcontext._pass(params, up, a, mask, s, step, 50, anchors_pass, positions=22))  # 2 rows a band
+        assert len(parts) == 5
+        assert np.array_equal(np.concatenate([p[2] for p in parts]), mu.ravel()[want])
+        assert np.array_equal(np.concatenate([p[3] for p in parts]), b.ravel()[want])

@@ -43,8 +43,7 @@ def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
     if ctx:
         scales = gcontext.header_scales(model.log_scale, step)  # what the context MLP was trained with
     header = gformat.GridHeader(model.synthesis.weights[0].shape[0], cfg.levels, tuple(cfg.widths), model.sizes,
-                                list(names), step, WEIGHT_BITS, codes, scales, bounds, cfg.context,
-                                cfg.context_passes if ctx else 2)
+                                list(names), step, WEIGHT_BITS, codes, scales, bounds, cfg.context)
     if ctx:  # the MLP as the decoder will have it: its tensors decoded from these very bytes
         params = _context_params(entropy.decode_tensors(weights, header.weight_shapes(), codes, WEIGHT_BITS))
         latents = gcontext.encode(symbols, header, params)

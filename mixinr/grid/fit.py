@@ -39,7 +39,7 @@ class GridModel(nn.Module):
             for h, w in self.sizes)
         self.log_scale = nn.Parameter(torch.zeros(len(sizes), cfg.levels))
         self.synthesis = MixtureSynthesis(cfg.levels, cfg.widths, min(cfg.sets, len(sizes)), len(sizes), gen)
-        self.context = ContextModel(cfg.context, cfg.context_passes, gen) if cfg.context else None
+        self.context = ContextModel(cfg.context, gen) if cfg.context else None
 
     def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor, float]:
         """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or rounded), the bits of

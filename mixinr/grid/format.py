@@ -24,17 +24,14 @@ VERSION = 2
 KIND_GRID = 1
 FLAG_MIXED_SIZES = 1
 FLAG_CONTEXT = 2  # latents coded with the context model (context.py), its MLP's tensors after the synthesis'
-FLAG_QUAD = 4  # with FLAG_CONTEXT: each level in four passes (quad order) instead of the checkerboard's two
-KNOWN_FLAGS = FLAG_MIXED_SIZES | FLAG_CONTEXT | FLAG_QUAD
+KNOWN_FLAGS = FLAG_MIXED_SIZES | FLAG_CONTEXT
 MAX_LEVELS = 12
 MAX_LAYERS = 8
 MAX_SYNTH_WIDTH = 256
 MAX_BOUND = (1 << 15) - 1  # latent symbols' alphabet [-bound, bound]
 MAX_SETS = 64
 MAX_CONTEXT_WIDTH = 64
-# The context MLP's inputs by passes per level (context.py): 9 coarser-level values, the same-level
-# neighbours (4; 8 with the quad order), a flag per pass after the first.
-CONTEXT_FEATURES = {2: 14, 4: 20}
+CONTEXT_FEATURES = 14  # context.FEATURES
 MAX_PIXELS = 1 << 28  # all images together: 256 Mpx, ~1.4 GB of float latents at most
 # The latents' Laplace scale never goes under MIN_SCALE (symbol units), so a coded symbol costs at least
 # -log2(1 - exp(-1 / (2 MIN_SCALE))) bits: about 6.5e-5, i.e. at most ~123k symbols per byte.
@@ -49,10 +46,10 @@ def layer_shapes(features: int, widths: tuple[int, ...]) -> list[tuple[int, int]
     return list(zip(dims[1:], dims[:-1]))
 
 
-def context_shapes(hidden: int, passes: int = 2) -> list[tuple[int, ...]]:
+def context_shapes(hidden: int) -> list[tuple[int, ...]]:
     """File order of the context MLP's tensors (grid/context.py): W_1 (hidden, features), b_1, W_2 (2,
     hidden), b_2."""
-    return [(hidden, CONTEXT_FEATURES[passes]), (hidden,), (2, hidden), (2,)]
+    return [(hidden, CONTEXT_FEATURES), (hidden,), (2, hidden), (2,)]
 
 
 CONTEXT_TENSORS = len(context_shapes(1))  # last in the weights stream, after the synthesis'
@@ -71,7 +68,6 @@ class GridHeader:
     scales: list[list[float]]  # [image][level] Laplace scale of the latent symbols
     bounds: list[list[int]]  # [image][level] alphabet bound (0: the level is all zeros)
     context: int = 0  # the context MLP's hidden width; 0: the factorized Laplace (prior.py)
-    context_passes: int = 2  # with the context model: 2 (checkerboard) or 4 (quad order) passes per level
 
     @property
     def n(self) -> int:
@@ -84,7 +80,7 @@ class GridHeader:
         for o, i in layers:
             shapes += [(self.sets, o, i), (self.sets, o)]
         shapes.append((len(layers), self.n, self.sets))
-        return shapes + (context_shapes(self.context, self.context_passes) if self.context else [])
+        return shapes + (context_shapes(self.context) if self.context else [])
 
     def latent_counts(self) -> list[int]:
         """Symbols per (image, level), images then levels."""
@@ -111,8 +107,7 @@ class ParsedGrid:
 
 def write(h: GridHeader, weights: bytes, latents: bytes) -> bytes:
     mixed = len(set(h.sizes)) > 1
-    flags = ((FLAG_MIXED_SIZES if mixed else 0) | (FLAG_CONTEXT if h.context else 0)
-             | (FLAG_QUAD if h.context and h.context_passes == 4 else 0))
+    flags = (FLAG_MIXED_SIZES if mixed else 0) | (FLAG_CONTEXT if h.context else 0)
     out = bytearray(MAGIC) + bytes([VERSION, KIND_GRID, flags])
     v = bitstream.varint
     out += v(h.n) + v(h.sets) + v(h.levels) + v(len(h.widths)) + b"".join(v(w) for w in h.widths)
@@ -142,7 +137,7 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
     if kind != KIND_GRID:
         r.fail(f"unknown representation {kind} in a version {VERSION} archive")
     flags = r.u8()
-    if flags & ~KNOWN_FLAGS or (flags & FLAG_QUAD and not flags & FLAG_CONTEXT):
+    if flags & ~KNOWN_FLAGS:
         r.fail(f"unknown header flags {flags:#x}")
     n = r.varint(bitstream.MAX_IMAGES, "number of images N")
     sets = r.varint(MAX_SETS, "number of weight sets K")
@@ -179,8 +174,7 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
             b_row.append(b)
         scales.append(s_row)
         bounds.append(b_row)
-    header = GridHeader(sets, levels, widths, sizes, names, latent_step, bits, codes, scales, bounds, context,
-                        4 if flags & FLAG_QUAD else 2)
+    header = GridHeader(sets, levels, widths, sizes, names, latent_step, bits, codes, scales, bounds, context)
     n_weights = r.varint(end, "weights stream length")
     head = r.pos - len(MAGIC) - 1
     weights = r.take(n_weights)
@@ -207,10 +201,8 @@ def describe(h: GridHeader, sections: dict[str, int], n_bytes: int) -> dict:
     return {"version": VERSION, "representation": "grid", "bytes": n_bytes, "sets": h.sets,
             "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, "
                        f"K={h.sets} sets, coefficients per layer, "
-                       + (f"context model {h.context} hidden, {h.context_passes} passes" if h.context
-                          else "factorized latents"),
+                       + (f"context model {h.context} hidden" if h.context else "factorized latents"),
             "precision": h.precision,
-            "levels": h.levels, "synthesis": list(h.widths), "context": h.context,
-            "context_passes": h.context_passes if h.context else 0, "latent_step": h.latent_step,
+            "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "latent_step": h.latent_step,
             "images_count": h.n, "sections": dict(sections),
             "images": bitstream.describe_images(h.names, h.sizes)}
