@@ -85,7 +85,6 @@ class GridConfig:
     lam_rate: float = 0.05  # lambda's multiplicative adaptation per step toward the target rate
     lam_max: float = 3e-2  # lambda's ceiling: a group's early rate drove it 200x up and its latents collapsed (docs/photo.md)
     context: int = 16  # hidden width of the latents' context MLP (grid/context.py); 0: the factorized Laplace
-    context_lr: float = 2e-2  # the context MLP's Adam step
     seed: int = 0
 
 

@@ -82,10 +82,9 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     pixels = sum(h * w for h, w in sizes)
     model = GridModel(sizes, cfg).to(dev)
     latent_params = [p for grids in model.latents for p in grids] + [model.log_scale]
-    groups = [(latent_params, cfg.latent_lr), (list(model.synthesis.parameters()), cfg.lr)]
-    if model.context:
-        groups.append((list(model.context.parameters()), cfg.context_lr))
-    opt = torch.optim.Adam([{"params": p, "lr": lr, "base": lr} for p, lr in groups])
+    net_params = list(model.synthesis.parameters()) + (list(model.context.parameters()) if model.context else [])
+    opt = torch.optim.Adam([{"params": latent_params, "lr": cfg.latent_lr, "base": cfg.latent_lr},
+                            {"params": net_params, "lr": cfg.lr, "base": cfg.lr}])
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
     images_label = plural(len(images), "image")
