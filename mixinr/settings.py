@@ -84,7 +84,6 @@ class GridConfig:
     lam: float = 1e-3  # first rate weight: MSE per bit per pixel
     lam_rate: float = 0.05  # lambda's multiplicative adaptation per step toward the target rate
     lam_max: float = 3e-2  # lambda's ceiling: a group's early rate drove it 200x up and its latents collapsed (docs/photo.md)
-    rate_start: float = 1.0  # the rate aimed at, as a share of the target, at step 0; it moves linearly to 1 by the rounded phase
     context: int = 16  # hidden width of the latents' context MLP (grid/context.py); 0: the factorized Laplace
     seed: int = 0
 

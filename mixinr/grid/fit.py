@@ -120,6 +120,5 @@ def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg
     opt.step()
     bpp = bits / pixels
     if target_bpp:
-        aim = target_bpp * (cfg.rate_start + (1 - cfg.rate_start) * min(1.0, step / max(hard_from, 1)))
-        log_lam = min(log_lam + cfg.lam_rate * (bpp / aim - 1), math.log(cfg.lam_max))
+        log_lam = min(log_lam + cfg.lam_rate * (bpp / target_bpp - 1), math.log(cfg.lam_max))
     return log_lam, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp
