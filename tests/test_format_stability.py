@@ -8,7 +8,8 @@ sizes). Beside each, a PNG of what it decoded to then: every image at its own si
 5x7, side by side. 0.4.0, 0.4.2 and 0.5.0 of constriction decoded them identically (pyproject pins
 <0.6). Two of format version 2 (the grid) were added the same way (2026-12-01, same build): one with
 the factorized latents prior (two 12x16 images), one with the context model (flag 2; 12x16 and 9x14),
-both at latent step 0.75."""
+both at latent step 0.75. A third (2026-12-03, same build) has the latents around their context means
+(flags 2 and 4; 12x16 and 9x14, latent step 0.75)."""
 
 import hashlib
 import platform
@@ -43,6 +44,10 @@ GOLDEN = {  # stem: (SHA-256 of the archive, SHA-256 of the decoded pixels, head
                             "c6789d412acafbec34146baf54cd108280d2e61e2c83f8edebdb251ababa91dd",
                             dict(levels=3, widths=(8,), sets=2, context=8, latent_step=0.75,
                                  sizes=[(12, 16), (9, 14)], names=["e.png", "f.png"])),
+    "golden-grid-residual": ("584724db8734a85de3a0828b1d16430b015b2c2f0c851dd16354ac3fa04b3993",
+                             "f96d20cc315eff6ad5a81353b34a10e9f374e12405a7bd34b42c24047d7e8f22",
+                             dict(levels=3, widths=(8,), sets=2, context=8, residual=True, latent_step=0.75,
+                                  sizes=[(12, 16), (9, 14)], names=["g.png", "h.png"])),
 }
 
 

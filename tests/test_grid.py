@@ -86,6 +86,24 @@ def test_header_claiming_more_latents_than_the_stream_can_hold_is_refused():
         gformat.read(bad, "bad.mixinr")
 
 
+def test_residual_flag_needs_the_context_and_counts_every_latent():
+    """Flag 4 (latents around their context means) without the context model is refused; with it, a level
+    whose bound is 0 still has every latent computed, so a header claiming more of them than the stream
+    could have come from is refused too (where a whole-step archive's empty levels cost nothing)."""
+    model = GridModel([(8, 8)], TINY)
+    good = gformat.read(pack(model, ["x.png"]))
+    bad = gformat.write(dataclasses.replace(good.header, residual=True), good.weights, good.latents)
+    with pytest.raises(MixinrError, match="without a context model"):
+        gformat.read(bad, "bad.mixinr")
+    ctx = gformat.read(pack(_random_context_model([(8, 8)]), ["x.png"]))
+    assert ctx.header.residual
+    h = dataclasses.replace(ctx.header, sizes=[(16000, 16000)], bounds=[[0] * TINY.levels])
+    with pytest.raises(MixinrError, match="latent values"):
+        gformat.read(gformat.write(h, ctx.weights, ctx.latents), "big.mixinr")
+    flat = dataclasses.replace(h, residual=False)  # whole steps: empty levels are zeros, nothing to compute
+    assert gformat.read(gformat.write(flat, ctx.weights, ctx.latents), "zeros.mixinr").header.sizes == [(16000, 16000)]
+
+
 def test_reproduce_kodak_grid_profile_resumes_and_prints_the_seeds_claim(tmp_path, one_thread):
     """`reproduce kodak --grid` codes the seed's Kodak groups present with the grid at 0.6 real bpp, writes
     one row per group, gives the seed's claim beside its mean, and a rerun reuses the finished groups."""
@@ -105,9 +123,9 @@ def test_reproduce_kodak_grid_profile_resumes_and_prints_the_seeds_claim(tmp_pat
     assert again["rows"] == report["rows"]  # read back from results-grid.jsonl, not refitted
 
 
-def _random_context_model(sizes, seed=1):
+def _random_context_model(sizes, seed=1, residual=True):
     """A context-coded GridModel with spread latents and a perturbed (non-trivial) context MLP."""
-    model = GridModel(sizes, dataclasses.replace(TINY, context=8))
+    model = GridModel(sizes, dataclasses.replace(TINY, context=8, residual=residual))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for grids in model.latents:
@@ -124,16 +142,37 @@ def test_context_archive_decodes_the_identical_latents_at_any_step(one_thread):
     latents at several latent steps: the decoder's two passes per level rebuild the encoder's per-symbol
     means and scales bit for bit (any mismatch desynchronises the range coder)."""
     sizes = [(13, 21), (9, 9)]
-    model = _random_context_model(sizes)
+    model = _random_context_model(sizes, residual=False)
     for step in (1.0, 0.7, 2.5):
         data = pack(model, ["a.png", "b.png"], latent_step=step)
         archive = _archive(data)
-        assert archive.header.context == 8 and archive.info()["context"] == 8
+        assert archive.header.context == 8 and archive.info()["context"] == 8 and not archive.header.residual
         s = np.float32(archive.header.latent_step)
         for i in range(2):
             for level, y in enumerate(model.latents[i]):
                 want = np.rint(y.detach().numpy() / s) * s
                 assert np.array_equal(archive._latents[i][level].numpy(), want), (step, i, level)
+        assert archive.render(0, 13, 21).shape == (13, 21, 3)
+
+
+def test_residual_archive_decodes_every_latent_within_half_a_step(one_thread):
+    """Residual quantisation (latent = context mean + whole steps): every decoded latent lies within half a
+    latent step of the fitted one at several steps, sizes and odd shapes, and most are not whole steps
+    (the means are used). A desynchronised coder or a mean the decoder computes differently from the
+    encoder would put residuals, and so latents, far off."""
+    sizes = [(13, 21), (9, 9)]
+    model = _random_context_model(sizes)
+    for step in (1.0, 0.7, 2.5):
+        archive = _archive(pack(model, ["a.png", "b.png"], latent_step=step))
+        assert archive.header.residual and archive.info()["residual"]
+        s = float(archive.header.latent_step)
+        whole, total = 0, sum(y.numel() for grids in model.latents for y in grids)
+        for i in range(2):
+            for level, y in enumerate(model.latents[i]):
+                got = archive._latents[i][level].numpy()
+                assert np.abs(got - y.detach().numpy()).max() <= s / 2 * (1 + 1e-5) + 1e-5, (step, i, level)
+                whole += int(np.sum(np.abs(got / s - np.rint(got / s)) < 1e-4))
+        assert whole < 0.2 * total, (whole, total)
         assert archive.render(0, 13, 21).shape == (13, 21, 3)
 
 

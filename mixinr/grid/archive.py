@@ -17,7 +17,6 @@ from mixinr.grid.synthesis import image_layers, run
 from mixinr.representation import output_size
 from mixinr.validate import MAX_DECODE_PIXELS, check_output_size
 
-WEIGHT_BITS = 10  # the synthesis' symbols: ~0.1% of a weight's range, a few hundred bytes per set
 BAND_VALUES = 1 << 19  # decoder: output rows per band x width x features stays ~2 MB of floats
 
 
@@ -27,7 +26,7 @@ def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
     ctx = model.context
     coded = model.synthesis.coded_params() + (ctx.coded_params() if ctx else [])
     tensors = [t.detach().cpu().float().numpy() for t in coded]
-    codes, weights = entropy.encode_tensors(tensors, WEIGHT_BITS)
+    codes, weights = entropy.encode_tensors(tensors, gformat.WEIGHT_BITS)
     symbols, scales, bounds = [], [], []
     for grids in model.latents:
         s_row, b_row = [], []
@@ -40,13 +39,18 @@ def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
         scales.append(s_row)
         bounds.append(b_row)
     cfg = model.cfg
+    residual = bool(ctx) and cfg.residual
     if ctx:
         scales = gcontext.header_scales(model.log_scale, step)  # what the context MLP was trained with
     header = gformat.GridHeader(model.synthesis.weights[0].shape[0], cfg.levels, tuple(cfg.widths), model.sizes,
-                                list(names), step, WEIGHT_BITS, codes, scales, bounds, cfg.context)
+                                list(names), step, gformat.WEIGHT_BITS, codes, scales, bounds, cfg.context, residual)
     if ctx:  # the MLP as the decoder will have it: its tensors decoded from these very bytes
-        params = _context_params(entropy.decode_tensors(weights, header.weight_shapes(), codes, WEIGHT_BITS))
-        latents = gcontext.encode(symbols, header, params)
+        params = _context_params(entropy.decode_tensors(weights, header.weight_shapes(), codes, gformat.WEIGHT_BITS))
+        if residual:
+            floats = [[g.detach().cpu().numpy() for g in grids] for grids in model.latents]
+            latents, header.bounds = gcontext.encode_residual(floats, header, params)
+        else:
+            latents = gcontext.encode(symbols, header, params)
     else:
         latents = prior.encode(symbols, [s for r in scales for s in r], [b for r in bounds for b in r])
     try:
@@ -69,11 +73,17 @@ class GridArchive:
         self.madds_per_pixel = h.madds_per_pixel()  # the render cost cap counts pixels x this
         try:
             tensors = entropy.decode_tensors(parsed.weights, h.weight_shapes(), h.codes, h.bits)
-            if h.context:
-                flat = [q.ravel() for q in gcontext.decode(parsed.latents, h, _context_params(tensors))]
+            if h.residual:
+                grids = gcontext.decode_residual(parsed.latents, h, _context_params(tensors))
             else:
-                flat = prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
-                                    [b for r in h.bounds for b in r])
+                if h.context:
+                    flat = [q.ravel() for q in gcontext.decode(parsed.latents, h, _context_params(tensors))]
+                else:
+                    flat = prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
+                                        [b for r in h.bounds for b in r])
+                shapes = [s for hh, ww in h.sizes for s in level_shapes(hh, ww, h.levels)]
+                grids = [torch.from_numpy(q.astype(np.float32) * np.float32(h.latent_step)).view(shape)
+                         for q, shape in zip(flat, shapes)]
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # noqa: BLE001 - constriction raises AssertionError or a Rust panic
@@ -83,9 +93,8 @@ class GridArchive:
         synthesis = tensors[: len(tensors) - gformat.CONTEXT_TENSORS] if h.context else tensors
         t = [torch.from_numpy(np.ascontiguousarray(x)) for x in synthesis]
         self._weights, self._biases, self.coeffs = t[0:-1:2], t[1:-1:2], t[-1]
-        it = iter(flat)
-        self._latents = [[torch.from_numpy(next(it).astype(np.float32) * np.float32(h.latent_step)).view(r, c)
-                          for r, c in level_shapes(hh, ww, h.levels)] for hh, ww in h.sizes]
+        it = iter(grids)
+        self._latents = [[next(it) for _ in range(h.levels)] for _ in h.sizes]
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "archive") -> "GridArchive":

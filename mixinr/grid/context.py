@@ -8,6 +8,12 @@ neighbours with the non-anchors zeroed (so an anchor sees zeros there, a non-anc
 an anchor flag; all inputs are divided by their level's scale s (per image and level), the outputs give
 mu = s * o0 and b = s * (MIN_REL + |o1|). So a level decodes in two vectorised range-coder calls.
 
+Residual quantisation (the default since the sixteenth session; format flag 4): a latent is its mean plus
+a whole number of latent steps, y = mu + step * q, q coded under Laplace(0, b), rather than q * step
+coded under Laplace(mu, b). The fit's uniform noise then stands for what rounding does to every latent;
+with whole-step latents the fit found non-whole means that its noisy rate found cheap and rounding did not
+(docs/photo.md, "Latents around their context means").
+
 Encoder and decoder compute the parameters with `exact=True`: element-wise float32 multiplies and adds in
 a fixed order (no matmul, no exp, no reduction whose order a BLAS or a CPU's vector width could change),
 from the same integers, so both see bit-identical models. Training computes the same MLP as two
@@ -20,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixinr.grid.format import CONTEXT_FEATURES, MIN_SCALE, context_shapes
+from mixinr.grid.format import CONTEXT_FEATURES, MAX_BOUND, MIN_SCALE, context_shapes
 from mixinr.grid.latents import level_shapes, upsample, upsample_frame
-from mixinr.entropy import RangeEncoder, decoder, stream_bytes
+from mixinr.entropy import RangeEncoder, decoder, dequantise, quantise, stream_bytes
 from mixinr.grid.prior import QuantizedLaplace, laplace_bits
 
 FEATURES = CONTEXT_FEATURES  # 9 coarser-level values, 4 same-level neighbours, the non-anchor flag
@@ -144,6 +150,35 @@ class ContextModel(nn.Module):
     def coded_params(self) -> list[Tensor]:
         return [self.w1, self.b1, self.w2, self.b2]
 
+    def freeze_as_coded(self, bits: int) -> None:
+        """The MLP's weights as the archive will store them (`bits`-bit symbols), no longer trained: with
+        residual quantisation the means decide the latents, so the rounded phase trains the synthesis on
+        the means the coder will compute (to float rounding), not on the float MLP's."""
+        with torch.no_grad():
+            for p in self.parameters():
+                q, step = quantise(p.detach().cpu().numpy(), bits)
+                p.copy_(torch.from_numpy(dequantise(q, step)))
+                p.requires_grad_(False)
+
+    def quantise(self, latents: list[Tensor], scales: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Residual quantisation as the coder does it, for training: coarsest level first, anchors then the
+        others, each latent rounded around its mean from what is already quantised, y_hat = mu + round(y - mu)
+        (straight-through). Returns the y_hat (finest first) and their bits."""
+        params, n = self.coded_params(), len(latents)
+        hats: list = [None] * n
+        total = latents[0].new_zeros(())
+        for l in reversed(range(n)):
+            y, coarse = latents[l], hats[l + 1] if l + 1 < n else None
+            s_c = scales[l + 1] if coarse is not None else None
+            mask = anchors(*y.shape, y.device)
+            mu_a, b_a = level_params(params, coarse, torch.zeros_like(y), mask, scales[l], s_c, exact=False)
+            y_a = torch.where(mask, _round_around(y, mu_a), torch.zeros_like(y))
+            mu_o, b_o = level_params(params, coarse, y_a, mask, scales[l], s_c, exact=False)
+            mu, b = torch.where(mask, mu_a, mu_o), torch.where(mask, b_a, b_o)
+            hats[l] = torch.where(mask, y_a, _round_around(y, mu_o))
+            total = total + laplace_bits(hats[l] - mu, b)
+        return hats, total
+
     def bits(self, grids: list[Tensor], scales: Tensor) -> Tensor:
         """Bits of one image's (noisy or rounded) latents, finest first, under the context model, the
         contexts taken from those same latents exactly as the decoder will see them; `scales`: (levels,)."""
@@ -155,6 +190,12 @@ class ContextModel(nn.Module):
             mu, b = level_params(params, coarse, y, anchors(*y.shape, y.device), scales[l], s_c, exact=False)
             total = total + laplace_bits(y - mu, b)
         return total
+
+
+def _round_around(y: Tensor, mu: Tensor) -> Tensor:
+    """mu + round(y - mu), the gradient passed straight through to y and mu."""
+    r = y - mu
+    return mu + r + (torch.round(r) - r).detach()
 
 
 def _symbol_params(mu: Tensor, b: Tensor, step: np.float32, bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +258,80 @@ def decode_image(dec, shapes: list[tuple[int, int]], scales_sym: list[float], bo
                 for rows, sel, mu, b in _pass(params, up, a, mask, s[l], step32, bounds[l], anchors_pass):
                     band = flat[rows]  # a view: the decoded symbols land in q
                     band[sel] = np.asarray(dec.decode(model, mu, b), np.int32)
+    return out
+
+
+def _walk_residual(shapes: list[tuple[int, int]], scales_sym: list[float], step: float, params: list[Tensor],
+                   take) -> list[Tensor]:
+    """One image in residual quantisation's order (coarsest level first, anchors then the others): for every
+    band of a pass the coder's means mu and scales b (symbol units) from what is reconstructed so far,
+    take(level, rows, sel, mu, b) -> the int32 residuals q of those positions (flat slice `rows` of the
+    level, mask `sel` within it), and y = (mu + q) x step joins the reconstruction, in float32 element-wise
+    operations that encoder and decoder share. Returns the latents (latent units), finest first."""
+    step32, s = np.float32(step), latent_scales(scales_sym, step)
+    levels = len(shapes)
+    out: list = [None] * levels
+    with torch.no_grad():
+        for l in reversed(range(levels)):
+            rec = torch.zeros(shapes[l])
+            out[l] = rec
+            if not rec.numel():
+                continue
+            mask = anchors(*rec.shape)
+            coarse = out[l + 1] if l + 1 < levels else None
+            s_c = s[l + 1] if coarse is not None else None
+            flat = rec.view(-1).numpy()  # a view: what lands here is the reconstruction
+            for anchors_pass in (True, False):
+                up, a = _inputs(coarse, rec, mask, s[l], s_c, True)
+                for rows, sel, mu, b in _pass(params, up, a, mask, s[l], step32, MAX_BOUND, anchors_pass):
+                    band = flat[rows]
+                    q = take(l, rows, sel, mu, b)
+                    band[sel] = (mu.astype(np.float32) + q.astype(np.float32)) * step32
+    return out
+
+
+def encode_residual(latents: list[list[np.ndarray]], header, params: list[Tensor]) -> tuple[bytes, list[list[int]]]:
+    """Residual quantisation's latents stream and the header's bounds (per image and level, the largest
+    |q|). `latents`: per image its levels (latent units, finest first), rounded here around the means
+    the decoder will compute; `header`: sizes, scales and latent step (its bounds are not read)."""
+    streams, bounds = [], []
+    step = np.float32(header.latent_step)
+    for i, grids in enumerate(latents):
+        ys = [np.asarray(g, np.float32).reshape(-1) / step for g in grids]
+        passes: list = []
+
+        def take(l, rows, sel, mu, b, ys=ys, passes=passes):
+            q = np.clip(np.rint(ys[l][rows][sel] - mu), -MAX_BOUND, MAX_BOUND).astype(np.int32)
+            passes.append((l, q, b))
+            return q
+
+        _walk_residual([g.shape for g in grids], header.scales[i], header.latent_step, params, take)
+        row = [0] * len(grids)
+        for l, q, _ in passes:
+            row[l] = max(row[l], int(np.abs(q).max(initial=0)))
+        bounds.append(row)
+        streams.append(passes)
+    enc = RangeEncoder()
+    for row, passes in zip(bounds, streams):
+        for l, q, b in passes:
+            if row[l]:
+                enc.encode(q, QuantizedLaplace(-row[l], row[l]), np.zeros_like(b), b)
+    return stream_bytes(enc), bounds
+
+
+def decode_residual(data: bytes, header, params: list[Tensor]) -> list[Tensor]:
+    """Inverse of encode_residual: the latents (latent units), images then levels, finest first."""
+    dec = decoder(data)
+    out: list = []
+    for i, (h, w) in enumerate(header.sizes):
+        models = [QuantizedLaplace(-b, b) if b else None for b in header.bounds[i]]
+
+        def take(l, rows, sel, mu, b, models=models):
+            if models[l] is None:
+                return np.zeros(len(b), np.int32)
+            return np.asarray(dec.decode(models[l], np.zeros_like(b), b), np.int32)
+
+        out += _walk_residual(level_shapes(h, w, header.levels), header.scales[i], header.latent_step, params, take)
     return out
 
 

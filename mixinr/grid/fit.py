@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from mixinr.devices import resolve_device
 from mixinr.grid.context import ContextModel
+from mixinr.grid.format import WEIGHT_BITS
 from mixinr.grid.latents import level_shapes, upsample_frame
 from mixinr.grid.prior import laplace_bits
 from mixinr.grid.synthesis import MixtureSynthesis
@@ -42,19 +43,27 @@ class GridModel(nn.Module):
         self.context = ContextModel(cfg.context, gen) if cfg.context else None
 
     def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor, float]:
-        """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or rounded), the bits of
-        those latents, and the bits of the rounded latents (what the archive will spend; no gradient)."""
+        """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or quantised), the bits of
+        those latents, and the bits of the quantised latents (what the archive will spend; no gradient)."""
         h, w = self.sizes[index]
-        grids = [y + (torch.round(y) - y).detach() if hard else y + torch.rand_like(y) - 0.5
-                 for y in self.latents[index]]
-        scales = self.log_scale[index].exp()
-        bits = self.bits(grids, scales)
-        if hard:  # the latents are the rounded ones already
+        latents, scales = list(self.latents[index]), self.log_scale[index].exp()
+        if hard:
+            grids, bits = self.quantised(latents, scales)
             coded = float(bits.detach())
         else:
+            grids = [y + torch.rand_like(y) - 0.5 for y in latents]
+            bits = self.bits(grids, scales)
             with torch.no_grad():
-                coded = float(self.bits([torch.round(y) for y in self.latents[index]], scales))
+                coded = float(self.quantised(latents, scales)[1])
         return self.synthesis(upsample_frame(grids, h, w), index), bits, coded
+
+    def quantised(self, latents: list[Tensor], scales: Tensor) -> tuple[list[Tensor], Tensor]:
+        """One image's latents as the archive will hold them (straight-through) and their bits: rounded
+        around their context means (`cfg.residual`), else to whole symbols."""
+        if self.context is not None and self.cfg.residual:
+            return self.context.quantise(latents, scales)
+        grids = [y + (torch.round(y) - y).detach() for y in latents]
+        return grids, self.bits(grids, scales)
 
     def bits(self, grids: list[Tensor], scales: Tensor) -> Tensor:
         """Bits of one image's latents (finest first) under the entropy model: the context model's
@@ -94,6 +103,8 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
         while step < cfg.steps:
             if deadline is not None and step < hard_from and time.perf_counter() > deadline:
                 step = hard_from  # out of time: finish with the rounded phase only
+            if step == hard_from and model.context is not None and cfg.residual:
+                model.context.freeze_as_coded(WEIGHT_BITS)
             log_lam, psnr, bpp = _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg)
             step += 1
             bar.update(step, f"step {step}/{cfg.steps}  ~{psnr:.2f} dB  {bpp:.3f} bpp")

@@ -2,7 +2,7 @@
 Torch-free, like mixinr.bitstream, whose magic, varints, names and checksum it shares.
 
     magic "MXNR" | version 2 | kind u8 (1: grid) | flags u8 | N, K, levels, hidden layers, widths (varints)
-    | [flag 2: the context MLP's hidden width (varint)] | image sizes | names | latent step f16 | weight
+    | [flag 2: the context MLP's hidden width (varint); flag 4: latents coded around their context means] | image sizes | names | latent step f16 | weight
     bits u8 | per weight tensor (the context MLP's four last): family u8, step f16, scale f16 | per image
     and level: Laplace scale f16, alphabet bound varint | weights stream length (varint) | weights stream
     | latents stream | CRC-32 u32
@@ -24,7 +24,9 @@ VERSION = 2
 KIND_GRID = 1
 FLAG_MIXED_SIZES = 1
 FLAG_CONTEXT = 2  # latents coded with the context model (context.py), its MLP's tensors after the synthesis'
-KNOWN_FLAGS = FLAG_MIXED_SIZES | FLAG_CONTEXT
+FLAG_RESIDUAL = 4  # with FLAG_CONTEXT: each latent is its context mean plus a coded whole residual (context.py)
+KNOWN_FLAGS = FLAG_MIXED_SIZES | FLAG_CONTEXT | FLAG_RESIDUAL
+WEIGHT_BITS = 10  # the synthesis' and context MLP's symbols: ~0.1% of a weight's range, a few hundred bytes per set
 MAX_LEVELS = 12
 MAX_LAYERS = 8
 MAX_SYNTH_WIDTH = 256
@@ -66,8 +68,9 @@ class GridHeader:
     bits: int  # weight symbols' alphabet
     codes: list[TensorCode]  # one per weight tensor (file order), coefficients last
     scales: list[list[float]]  # [image][level] Laplace scale of the latent symbols
-    bounds: list[list[int]]  # [image][level] alphabet bound (0: the level is all zeros)
+    bounds: list[list[int]]  # [image][level] alphabet bound (0: the level's symbols are all zeros)
     context: int = 0  # the context MLP's hidden width; 0: the factorized Laplace (prior.py)
+    residual: bool = False  # latent = context mean + symbol (FLAG_RESIDUAL), else symbol x latent step
 
     @property
     def n(self) -> int:
@@ -88,7 +91,7 @@ class GridHeader:
 
     @property
     def precision(self) -> str:
-        """What `mixinr info` reports: the weights' bits ("q10"); the latents are integers at latent_step."""
+        """What `mixinr info` reports: the weights' bits ("q10"); the latents are (context mean +) whole steps."""
         return f"q{self.bits}"
 
     def madds_per_pixel(self) -> int:
@@ -107,7 +110,7 @@ class ParsedGrid:
 
 def write(h: GridHeader, weights: bytes, latents: bytes) -> bytes:
     mixed = len(set(h.sizes)) > 1
-    flags = (FLAG_MIXED_SIZES if mixed else 0) | (FLAG_CONTEXT if h.context else 0)
+    flags = (FLAG_MIXED_SIZES if mixed else 0) | (FLAG_CONTEXT if h.context else 0) | (FLAG_RESIDUAL if h.residual else 0)
     out = bytearray(MAGIC) + bytes([VERSION, KIND_GRID, flags])
     v = bitstream.varint
     out += v(h.n) + v(h.sets) + v(h.levels) + v(len(h.widths)) + b"".join(v(w) for w in h.widths)
@@ -147,6 +150,9 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
     context = r.varint(MAX_CONTEXT_WIDTH, "context width") if flags & FLAG_CONTEXT else 0
     if min((n, sets, levels) + widths) < 1 or (flags & FLAG_CONTEXT and context < 1):
         r.fail("N, K, levels and widths must be at least 1")
+    residual = bool(flags & FLAG_RESIDUAL)
+    if residual and not context:
+        r.fail("latents coded around context means without a context model")
     if 3 * n > end - r.pos:
         r.fail(f"header claims {n} images but the file is too short")
     sizes = bitstream.read_sizes(r, n, bool(flags & FLAG_MIXED_SIZES))
@@ -174,15 +180,16 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
             b_row.append(b)
         scales.append(s_row)
         bounds.append(b_row)
-    header = GridHeader(sets, levels, widths, sizes, names, latent_step, bits, codes, scales, bounds, context)
+    header = GridHeader(sets, levels, widths, sizes, names, latent_step, bits, codes, scales, bounds, context, residual)
     n_weights = r.varint(end, "weights stream length")
     head = r.pos - len(MAGIC) - 1
     weights = r.take(n_weights)
     latents = data[r.pos : end]
     # A range coder spends at least a fraction of a bit per symbol: a header whose symbol count the
-    # streams could not have come from is refused before anything is decoded.
+    # streams could not have come from is refused before anything is decoded. Around context means every
+    # latent is computed, coded or not (bound 0), so every one counts.
     flat_bounds = [b for row in bounds for b in row]
-    symbols = sum(c for c, b in zip(header.latent_counts(), flat_bounds) if b)
+    symbols = sum(c for c, b in zip(header.latent_counts(), flat_bounds) if b or residual)
     if symbols > MAX_SYMBOLS_PER_BYTE * (len(latents) + 4):
         r.fail(f"header claims {symbols} latent values, more than {len(latents)} bytes can hold")
     n_params = sum(math.prod(s) for s in header.weight_shapes())
@@ -201,8 +208,10 @@ def describe(h: GridHeader, sections: dict[str, int], n_bytes: int) -> dict:
     return {"version": VERSION, "representation": "grid", "bytes": n_bytes, "sets": h.sets,
             "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, "
                        f"K={h.sets} sets, coefficients per layer, "
-                       + (f"context model {h.context} hidden" if h.context else "factorized latents"),
+                       + (f"context model {h.context} hidden" if h.context else "factorized latents")
+                       + (", latents around their context means" if h.residual else ""),
             "precision": h.precision,
-            "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "latent_step": h.latent_step,
+            "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "residual": h.residual,
+            "latent_step": h.latent_step,
             "images_count": h.n, "sections": dict(sections),
             "images": bitstream.describe_images(h.names, h.sizes)}
