@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import smooth_image
-from mixinr import bitstream
+from mixinr import bitstream, entropy
 from mixinr.errors import MixinrError
 from mixinr.grid import format as gformat
 from mixinr.grid.archive import GridArchive, pack
@@ -211,6 +211,27 @@ def test_context_fit_rate_estimate_matches_the_archive(one_thread):
     real = parsed.sections["latents"] * 8
     assert abs(real - est) <= 0.05 * est + 64, (real, est)
 
+
+
+def test_residual_fit_ends_with_the_context_mlp_the_archive_stores(one_thread):
+    """With latents around their context means, the fit's rounded phase runs on the context MLP's coded
+    (10-bit) weights, frozen: packing leaves them unchanged, so the archive's means are the ones the
+    synthesis was trained on (a whole-step fit keeps training its float MLP)."""
+    images = [smooth_image(16, 24, 0)]
+    for residual in (True, False):
+        model = fit(images, dataclasses.replace(TINY, context=8, steps=40, residual=residual), None)
+        coded = [torch.from_numpy(t) for t in _decoded_context(model)]
+        same = all(torch.equal(p.detach(), c) for p, c in zip(model.context.coded_params(), coded))
+        assert same == residual
+        assert all(p.requires_grad != residual for p in model.context.parameters())
+
+
+def _decoded_context(model) -> list[np.ndarray]:
+    """The context MLP's tensors as an archive of `model` stores them."""
+    parsed = gformat.read(pack(model, ["a.png"]))
+    tensors = entropy.decode_tensors(parsed.weights, parsed.header.weight_shapes(), parsed.header.codes,
+                                     parsed.header.bits)
+    return tensors[-gformat.CONTEXT_TENSORS:]
 
 
 def test_context_coder_parameters_stay_finite_and_in_range_for_any_mlp_output():
