@@ -85,7 +85,7 @@ class GridConfig:
     lam_rate: float = 0.05  # lambda's multiplicative adaptation per step toward the target rate
     lam_max: float = 3e-2  # lambda's ceiling: a group's early rate drove it 200x up and its latents collapsed (docs/photo.md)
     context: int = 16  # hidden width of the latents' context MLP (grid/context.py); 0: the factorized Laplace
-    residual: bool = True  # with the context: latents quantised around their context means (docs/photo.md)
+    residual: bool = True  # with the context: latents = context means + whole steps; +0.68 dB mean on 4 full-size Kodak images at 0.5 bpp (docs/photo.md)
     seed: int = 0
 
 

@@ -1,11 +1,11 @@
 """The grid representation's archive (format version 2): bytes in, validated fields out (and back).
 Torch-free, like mixinr.bitstream, whose magic, varints, names and checksum it shares.
 
-    magic "MXNR" | version 2 | kind u8 (1: grid) | flags u8 | N, K, levels, hidden layers, widths (varints)
-    | [flag 2: the context MLP's hidden width (varint); flag 4: latents coded around their context means] | image sizes | names | latent step f16 | weight
-    bits u8 | per weight tensor (the context MLP's four last): family u8, step f16, scale f16 | per image
-    and level: Laplace scale f16, alphabet bound varint | weights stream length (varint) | weights stream
-    | latents stream | CRC-32 u32
+    magic "MXNR" | version 2 | kind u8 (1: grid) | flags u8 (flag 4: latents around their context means)
+    | N, K, levels, hidden layers, widths (varints) | [flag 2: the context MLP's hidden width (varint)]
+    | image sizes | names | latent step f16 | weight bits u8 | per weight tensor (the context MLP's four
+    last): family u8, step f16, scale f16 | per image and level: Laplace scale f16, alphabet bound varint
+    | weights stream length (varint) | weights stream | latents stream | CRC-32 u32
 
 docs/format.md has it byte by byte."""
 
@@ -110,7 +110,8 @@ class ParsedGrid:
 
 def write(h: GridHeader, weights: bytes, latents: bytes) -> bytes:
     mixed = len(set(h.sizes)) > 1
-    flags = (FLAG_MIXED_SIZES if mixed else 0) | (FLAG_CONTEXT if h.context else 0) | (FLAG_RESIDUAL if h.residual else 0)
+    flags = ((FLAG_MIXED_SIZES if mixed else 0) | (FLAG_CONTEXT if h.context else 0)
+             | (FLAG_RESIDUAL if h.residual else 0))
     out = bytearray(MAGIC) + bytes([VERSION, KIND_GRID, flags])
     v = bitstream.varint
     out += v(h.n) + v(h.sets) + v(h.levels) + v(len(h.widths)) + b"".join(v(w) for w in h.widths)
