@@ -75,12 +75,10 @@ class GridArchive:
             tensors = entropy.decode_tensors(parsed.weights, h.weight_shapes(), h.codes, h.bits)
             if h.residual:
                 grids = gcontext.decode_residual(parsed.latents, h, _context_params(tensors))
-            else:
-                if h.context:
-                    flat = [q.ravel() for q in gcontext.decode(parsed.latents, h, _context_params(tensors))]
-                else:
-                    flat = prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
-                                        [b for r in h.bounds for b in r])
+            else:  # whole steps: symbols x latent step
+                flat = ([q.ravel() for q in gcontext.decode(parsed.latents, h, _context_params(tensors))] if h.context
+                        else prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
+                                          [b for r in h.bounds for b in r]))
                 shapes = [s for hh, ww in h.sizes for s in level_shapes(hh, ww, h.levels)]
                 grids = [torch.from_numpy(q.astype(np.float32) * np.float32(h.latent_step)).view(shape)
                          for q, shape in zip(flat, shapes)]
