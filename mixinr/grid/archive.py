@@ -27,32 +27,22 @@ def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
     coded = model.synthesis.coded_params() + (ctx.coded_params() if ctx else [])
     tensors = [t.detach().cpu().float().numpy() for t in coded]
     codes, weights = entropy.encode_tensors(tensors, gformat.WEIGHT_BITS)
-    symbols, scales, bounds = [], [], []
-    for grids in model.latents:
-        s_row, b_row = [], []
-        for g in grids:
-            q = np.rint(g.detach().cpu().numpy() / np.float32(step))
-            q = np.clip(q, -gformat.MAX_BOUND, gformat.MAX_BOUND).astype(np.int32)
-            symbols.append(q)
-            s_row.append(prior.fitted_scale(q))
-            b_row.append(int(np.abs(q).max()) if q.size else 0)
-        scales.append(s_row)
-        bounds.append(b_row)
+    floats = [[g.detach().cpu().numpy() for g in grids] for grids in model.latents]
+    symbols = [[np.clip(np.rint(g / np.float32(step)), -gformat.MAX_BOUND, gformat.MAX_BOUND).astype(np.int32)
+                for g in grids] for grids in floats]  # whole steps (around the means, encode rounds its own)
+    bounds = [[int(np.abs(q).max(initial=0)) for q in row] for row in symbols]
     cfg = model.cfg
     residual = bool(ctx) and cfg.residual
-    if ctx:
-        scales = gcontext.header_scales(model.log_scale, step)  # what the context MLP was trained with
+    scales = (gcontext.header_scales(model.log_scale, step) if ctx  # what the context MLP was trained with
+              else [[prior.fitted_scale(q) for q in row] for row in symbols])
     header = gformat.GridHeader(model.synthesis.weights[0].shape[0], cfg.levels, tuple(cfg.widths), model.sizes,
                                 list(names), step, gformat.WEIGHT_BITS, codes, scales, bounds, cfg.context, residual)
     if ctx:  # the MLP as the decoder will have it: its tensors decoded from these very bytes
         params = _context_params(entropy.decode_tensors(weights, header.weight_shapes(), codes, gformat.WEIGHT_BITS))
-        if residual:
-            floats = [[g.detach().cpu().numpy() for g in grids] for grids in model.latents]
-            latents, header.bounds = gcontext.encode_residual(floats, header, params)
-        else:
-            latents = gcontext.encode(symbols, header, params)
+        latents, header.bounds = gcontext.encode(floats, header, params)
     else:
-        latents = prior.encode(symbols, [s for r in scales for s in r], [b for r in bounds for b in r])
+        latents = prior.encode([q for row in symbols for q in row], [s for r in scales for s in r],
+                               [b for r in bounds for b in r])
     try:
         return gformat.write(header, weights, latents)
     except ValueError as e:
@@ -73,12 +63,11 @@ class GridArchive:
         self.madds_per_pixel = h.madds_per_pixel()  # the render cost cap counts pixels x this
         try:
             tensors = entropy.decode_tensors(parsed.weights, h.weight_shapes(), h.codes, h.bits)
-            if h.residual:
-                grids = gcontext.decode_residual(parsed.latents, h, _context_params(tensors))
-            else:  # whole steps: symbols x latent step
-                flat = ([q.ravel() for q in gcontext.decode(parsed.latents, h, _context_params(tensors))] if h.context
-                        else prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
-                                          [b for r in h.bounds for b in r]))
+            if h.context:
+                grids = gcontext.decode(parsed.latents, h, _context_params(tensors))
+            else:  # the factorized prior: symbols x latent step
+                flat = prior.decode(parsed.latents, h.latent_counts(), [s for r in h.scales for s in r],
+                                    [b for r in h.bounds for b in r])
                 shapes = [s for hh, ww in h.sizes for s in level_shapes(hh, ww, h.levels)]
                 grids = [torch.from_numpy(q.astype(np.float32) * np.float32(h.latent_step)).view(shape)
                          for q, shape in zip(flat, shapes)]

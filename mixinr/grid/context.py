@@ -210,64 +210,14 @@ def latent_scales(scales_sym: list[float], step: float) -> Tensor:
     return torch.from_numpy(np.asarray(scales_sym, np.float32) * np.float32(step))
 
 
-def _cur(q: np.ndarray | None, shape, step: np.float32) -> Tensor:
-    return torch.zeros(shape) if q is None else torch.from_numpy(q.astype(np.float32) * step)
-
-
-def encode_image(enc, symbols: list[np.ndarray], scales_sym: list[float], bounds: list[int], step: float,
-                 params: list[Tensor]) -> None:
-    """Append one image's (rows, cols) int32 symbols, finest first, to the range encoder `enc`, in the
-    decoder's order: coarsest level first, anchors then the others."""
-    step32, s = np.float32(step), latent_scales(scales_sym, step)
-    levels = len(symbols)
-    with torch.no_grad():
-        for l in reversed(range(levels)):
-            q = symbols[l]
-            if not (q.size and bounds[l]):
-                continue
-            mask = anchors(*q.shape)
-            coarse = _cur(symbols[l + 1], symbols[l + 1].shape, step32) if l + 1 < levels else None
-            s_c = s[l + 1] if coarse is not None else None
-            up, a = _inputs(coarse, _cur(q, q.shape, step32), mask, s[l], s_c, True)
-            model = QuantizedLaplace(-bounds[l], bounds[l])
-            flat = q.reshape(-1)
-            for anchors_pass in (True, False):
-                for rows, sel, mu, b in _pass(params, up, a, mask, s[l], step32, bounds[l], anchors_pass):
-                    enc.encode(np.ascontiguousarray(flat[rows][sel], np.int32), model, mu, b)
-
-
-def decode_image(dec, shapes: list[tuple[int, int]], scales_sym: list[float], bounds: list[int], step: float,
-                 params: list[Tensor]) -> list[np.ndarray]:
-    """Inverse of encode_image: one image's (rows, cols) int32 symbols, finest first."""
-    step32, s = np.float32(step), latent_scales(scales_sym, step)
-    levels = len(shapes)
-    out: list = [None] * levels
-    with torch.no_grad():
-        for l in reversed(range(levels)):
-            q = np.zeros(shapes[l], np.int32)
-            out[l] = q
-            if not (q.size and bounds[l]):
-                continue
-            mask = anchors(*q.shape)
-            coarse = _cur(out[l + 1], shapes[l + 1], step32) if l + 1 < levels else None
-            s_c = s[l + 1] if coarse is not None else None
-            model = QuantizedLaplace(-bounds[l], bounds[l])
-            flat = q.reshape(-1)
-            for anchors_pass in (True, False):  # anchors (their features never read this level), then the rest
-                up, a = _inputs(coarse, _cur(q, q.shape, step32), mask, s[l], s_c, True)
-                for rows, sel, mu, b in _pass(params, up, a, mask, s[l], step32, bounds[l], anchors_pass):
-                    band = flat[rows]  # a view: the decoded symbols land in q
-                    band[sel] = np.asarray(dec.decode(model, mu, b), np.int32)
-    return out
-
-
-def _walk_residual(shapes: list[tuple[int, int]], scales_sym: list[float], step: float, params: list[Tensor],
-                   take) -> list[Tensor]:
-    """One image in residual quantisation's order (coarsest level first, anchors then the others): for every
-    band of a pass the coder's means mu and scales b (symbol units) from what is reconstructed so far,
-    take(level, rows, sel, mu, b) -> the int32 residuals q of those positions (flat slice `rows` of the
-    level, mask `sel` within it), and y = (mu + q) x step joins the reconstruction, in float32 element-wise
-    operations that encoder and decoder share. Returns the latents (latent units), finest first."""
+def _walk(shapes: list[tuple[int, int]], scales_sym: list[float], bounds: list[int], step: float,
+          params: list[Tensor], residual: bool, take) -> list[Tensor]:
+    """One image in the coder's order (coarsest level first, anchors then the others): for every band of a
+    pass the coder's means mu and scales b (symbol units) from what is reconstructed so far, take(level,
+    rows, sel, mu, b) -> the int32 symbols q of those positions (flat slice `rows` of the level, mask `sel`
+    within it), and the reconstruction, in float32 element-wise operations that encoder and decoder share:
+    (mu + q) x step around the means (`residual`), else q x step (a level whose bound is 0 is then all
+    zeros and not walked). Returns the latents (latent units), finest first."""
     step32, s = np.float32(step), latent_scales(scales_sym, step)
     levels = len(shapes)
     out: list = [None] * levels
@@ -275,84 +225,70 @@ def _walk_residual(shapes: list[tuple[int, int]], scales_sym: list[float], step:
         for l in reversed(range(levels)):
             rec = torch.zeros(shapes[l])
             out[l] = rec
-            if not rec.numel():
+            if not (rec.numel() and (residual or bounds[l])):
                 continue
             mask = anchors(*rec.shape)
             coarse = out[l + 1] if l + 1 < levels else None
             s_c = s[l + 1] if coarse is not None else None
+            bound = MAX_BOUND if residual else bounds[l]
             flat = rec.view(-1).numpy()  # a view: what lands here is the reconstruction
-            for anchors_pass in (True, False):
+            for anchors_pass in (True, False):  # anchors (their features never read this level), then the rest
                 up, a = _inputs(coarse, rec, mask, s[l], s_c, True)
-                for rows, sel, mu, b in _pass(params, up, a, mask, s[l], step32, MAX_BOUND, anchors_pass):
+                for rows, sel, mu, b in _pass(params, up, a, mask, s[l], step32, bound, anchors_pass):
                     band = flat[rows]
-                    q = take(l, rows, sel, mu, b)
-                    band[sel] = (mu.astype(np.float32) + q.astype(np.float32)) * step32
+                    q = take(l, rows, sel, mu, b).astype(np.float32)
+                    band[sel] = ((mu.astype(np.float32) + q) if residual else q) * step32
     return out
 
 
-def encode_residual(latents: list[list[np.ndarray]], header, params: list[Tensor]) -> tuple[bytes, list[list[int]]]:
-    """Residual quantisation's latents stream and the header's bounds (per image and level, the largest
-    |q|). `latents`: per image its levels (latent units, finest first), rounded here around the means
-    the decoder will compute; `header`: sizes, scales and latent step (its bounds are not read)."""
+def encode(latents: list[list[np.ndarray]], header, params: list[Tensor]) -> tuple[bytes, list[list[int]]]:
+    """One range-coded stream of every image's latents and the header's bounds (per image and level, the
+    largest |symbol|). `latents`: per image its levels (latent units, finest first), rounded here as the
+    decoder will rebuild them: around its means (`header.residual`), else to whole steps, whose bounds
+    the header already holds (they clamp the coder's means); `header`: sizes, scales and latent step."""
+    step, residual = np.float32(header.latent_step), header.residual
     streams, bounds = [], []
-    step = np.float32(header.latent_step)
     for i, grids in enumerate(latents):
         ys = [np.asarray(g, np.float32).reshape(-1) / step for g in grids]
         passes: list = []
 
         def take(l, rows, sel, mu, b, ys=ys, passes=passes):
-            q = np.clip(np.rint(ys[l][rows][sel] - mu), -MAX_BOUND, MAX_BOUND).astype(np.int32)
-            passes.append((l, q, b))
+            y = ys[l][rows][sel]
+            q = np.clip(np.rint(y - mu if residual else y), -MAX_BOUND, MAX_BOUND).astype(np.int32)
+            passes.append((l, q, np.zeros_like(b) if residual else mu, b))
             return q
 
-        _walk_residual([g.shape for g in grids], header.scales[i], header.latent_step, params, take)
-        row = [0] * len(grids)
-        for l, q, _ in passes:
-            row[l] = max(row[l], int(np.abs(q).max(initial=0)))
+        row = None if residual else header.bounds[i]
+        _walk([g.shape for g in grids], header.scales[i], row, header.latent_step, params, residual, take)
+        if residual:
+            row = [0] * len(grids)
+            for l, q, _, _ in passes:
+                row[l] = max(row[l], int(np.abs(q).max(initial=0)))
         bounds.append(row)
         streams.append(passes)
     enc = RangeEncoder()
     for row, passes in zip(bounds, streams):
-        for l, q, b in passes:
+        for l, q, mu, b in passes:
             if row[l]:
-                enc.encode(q, QuantizedLaplace(-row[l], row[l]), np.zeros_like(b), b)
+                enc.encode(q, QuantizedLaplace(-row[l], row[l]), mu, b)
     return stream_bytes(enc), bounds
 
 
-def decode_residual(data: bytes, header, params: list[Tensor]) -> list[Tensor]:
-    """Inverse of encode_residual: the latents (latent units), images then levels, finest first."""
+def decode(data: bytes, header, params: list[Tensor]) -> list[Tensor]:
+    """Inverse of encode: the latents (latent units), images then levels, finest first. Corrupt input
+    gives garbage."""
     dec = decoder(data)
     out: list = []
     for i, (h, w) in enumerate(header.sizes):
         models = [QuantizedLaplace(-b, b) if b else None for b in header.bounds[i]]
 
         def take(l, rows, sel, mu, b, models=models):
-            if models[l] is None:
+            if models[l] is None:  # around the means, a level whose residuals are all 0
                 return np.zeros(len(b), np.int32)
-            return np.asarray(dec.decode(models[l], np.zeros_like(b), b), np.int32)
+            return np.asarray(dec.decode(models[l], np.zeros_like(b) if header.residual else mu, b), np.int32)
 
-        out += _walk_residual(level_shapes(h, w, header.levels), header.scales[i], header.latent_step, params, take)
-    return out
-
-
-def encode(symbols: list[np.ndarray], header, params: list[Tensor]) -> bytes:
-    """One range-coded stream of every image (`symbols`: images then levels, finest first, as pack lists
-    them); `header`: the archive's GridHeader (sizes, scales, bounds, latent step)."""
-    enc = RangeEncoder()
-    levels = header.levels
-    for i in range(header.n):
-        encode_image(enc, symbols[i * levels : (i + 1) * levels], header.scales[i], header.bounds[i],
-                     header.latent_step, params)
-    return stream_bytes(enc)
-
-
-def decode(data: bytes, header, params: list[Tensor]) -> list[np.ndarray]:
-    """Inverse of encode: (rows, cols) int32 symbols, images then levels. Corrupt input gives garbage."""
-    dec = decoder(data)
-    out = []
-    for i, (h, w) in enumerate(header.sizes):
-        out += decode_image(dec, level_shapes(h, w, header.levels), header.scales[i], header.bounds[i],
-                            header.latent_step, params)
+        out += _walk(level_shapes(h, w, header.levels), header.scales[i], header.bounds[i], header.latent_step,
+                     params, header.residual, take)
     return out
 
 
