@@ -309,3 +309,43 @@ def test_context_coder_bands_give_the_whole_levels_parameters():
         assert len(parts) == 5
         assert np.array_equal(np.concatenate([p[2] for p in parts]), mu.ravel()[want])
         assert np.array_equal(np.concatenate([p[3] for p in parts]), b.ravel()[want])
+
+
+def test_kernel_synthesis_decodes_what_the_fit_renders_in_any_band(one_thread, monkeypatch):
+    """With a 3x3 first layer (format flag 8) the decoder renders, band by band, what the fit's convolution
+    renders from the same latents (to one level of float rounding), tiny bands give the same pixels as
+    large ones, and the header carries the kernel."""
+    from mixinr.grid import archive as garchive
+
+    model = GridModel([(11, 14)], dataclasses.replace(TINY, kernel=3))
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for y in model.latents[0]:
+            y.copy_(torch.randn(y.shape, generator=gen) * 2)
+        for p in model.synthesis.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+    archive = _archive(pack(model, ["k.png"]))
+    assert archive.header.kernel == 3 and "first layer 3x3" in archive.info()["network"]
+    with torch.no_grad():  # the fit's renderer with the weights as the archive stores them (10 bits)
+        for j in range(len(archive._weights)):
+            model.synthesis.weights[j].copy_(archive._weights[j])
+            model.synthesis.biases[j].copy_(archive._biases[j])
+        model.synthesis.coeffs.copy_(archive.coeffs)
+        fit_rgb = model.synthesis(upsample_frame(archive._latents[0], 11, 14), 0).clamp(0, 1) * 255
+    whole = archive.decode(0)
+    assert np.abs(whole.astype(float) - fit_rgb.round().numpy()).max() <= 1
+    monkeypatch.setattr(garchive, "BAND_VALUES", 1)  # one row a band: every band needs its neighbours' rows
+    assert np.array_equal(archive.decode(0), whole)
+    assert archive.decode(0, (23, 9)).shape == (23, 9, 3)
+
+
+def test_even_or_oversized_kernel_is_refused():
+    """A header whose synthesis kernel is even (no centre pixel) or over the cap is refused by the reader,
+    and GridConfig refuses to build one."""
+    good = gformat.read(pack(GridModel([(8, 8)], dataclasses.replace(TINY, kernel=3)), ["x.png"]))
+    for kernel, message in ((4, "not odd"), (gformat.MAX_KERNEL + 2, "kernel size")):
+        bad = gformat.write(dataclasses.replace(good.header, kernel=kernel), good.weights, good.latents)
+        with pytest.raises(MixinrError, match=message):
+            gformat.read(bad, "bad.mixinr")
+    with pytest.raises(MixinrError, match="kernel must be odd"):
+        GridConfig(kernel=2)
