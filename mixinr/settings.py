@@ -8,7 +8,6 @@ import dataclasses
 from dataclasses import dataclass
 
 from mixinr import bitstream
-from mixinr.grid import format as gformat
 from mixinr.errors import MixinrError
 
 
@@ -77,7 +76,6 @@ class GridConfig:
 
     levels: int = 7  # latent grids, 1:1 .. 1:64
     widths: tuple[int, ...] = (16, 16)  # synthesis hidden layers
-    kernel: int = 1  # the synthesis' first layer reads a kernel x kernel neighbourhood (odd; 1: per pixel)
     sets: int = 2  # K shared synthesis weight sets (capped at the group size)
     steps: int = 1200  # Adam steps over the whole group: 33.86 against 32.63 dB at 600 (kodim03, 0.5 bpp; docs/photo.md)
     lr: float = 2e-2  # the synthesis' Adam step; one cosine decay to lr / 100 (as every lr here)
@@ -89,10 +87,6 @@ class GridConfig:
     context: int = 16  # hidden width of the latents' context MLP (grid/context.py); 0: the factorized Laplace
     residual: bool = True  # with the context: latents = context means + whole steps; +0.68 dB mean on 4 full-size Kodak images at 0.5 bpp (docs/photo.md)
     seed: int = 0
-
-    def __post_init__(self):
-        if not (self.kernel % 2 == 1 and 1 <= self.kernel <= gformat.MAX_KERNEL):
-            raise MixinrError(f"grid kernel must be odd, 1..{gformat.MAX_KERNEL}, got {self.kernel}")
 
 
 # The encoder's omega: 15 (with lr 2e-3) beat the seed's 30, which the format implies for archives

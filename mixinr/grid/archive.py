@@ -12,8 +12,8 @@ from mixinr.errors import MixinrError
 from mixinr.grid import format as gformat
 from mixinr.grid import context as gcontext
 from mixinr.grid import prior
-from mixinr.grid.latents import columns, level_shapes
-from mixinr.grid.synthesis import band_features, image_layers, run
+from mixinr.grid.latents import columns, level_shapes, rows_of
+from mixinr.grid.synthesis import image_layers, run
 from mixinr.representation import output_size
 from mixinr.validate import MAX_DECODE_PIXELS, check_output_size
 
@@ -36,8 +36,7 @@ def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
     scales = (gcontext.header_scales(model.log_scale, step) if ctx  # what the context MLP was trained with
               else [[prior.fitted_scale(q) for q in row] for row in symbols])
     header = gformat.GridHeader(model.synthesis.weights[0].shape[0], cfg.levels, tuple(cfg.widths), model.sizes,
-                                list(names), step, gformat.WEIGHT_BITS, codes, scales, bounds, cfg.context, residual,
-                                cfg.kernel)
+                                list(names), step, gformat.WEIGHT_BITS, codes, scales, bounds, cfg.context, residual)
     if ctx:  # the MLP as the decoder will have it: its tensors decoded from these very bytes
         params = _context_params(entropy.decode_tensors(weights, header.weight_shapes(), codes, gformat.WEIGHT_BITS))
         latents, header.bounds = gcontext.encode(floats, header, params)
@@ -102,13 +101,12 @@ class GridArchive:
         layers = image_layers(self.coeffs[:, index], self._weights, self._biases)
         grids = self._latents[index]
         out = np.empty((height, width, 3), np.uint8)
-        k = self.header.kernel
-        band = max(1, BAND_VALUES // (width * (len(grids) * k * k + max(self.header.widths, default=3))))
+        band = max(1, BAND_VALUES // (width * (len(grids) + max(self.header.widths))))
         with torch.no_grad():
             cols = columns(grids, width)  # once per image; each band then interpolates its rows
             for r0 in range(0, height, band):
                 rows = slice(r0, min(height, r0 + band))
-                rgb = run(layers, band_features(cols, height, rows, k))
+                rgb = run(layers, rows_of(cols, height, rows))
                 out[rows] = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         return out
 

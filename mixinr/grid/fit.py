@@ -39,8 +39,7 @@ class GridModel(nn.Module):
             nn.ParameterList(nn.Parameter(torch.zeros(r, c)) for r, c in level_shapes(h, w, cfg.levels))
             for h, w in self.sizes)
         self.log_scale = nn.Parameter(torch.zeros(len(sizes), cfg.levels))
-        self.synthesis = MixtureSynthesis(cfg.levels, cfg.widths, min(cfg.sets, len(sizes)), len(sizes), gen,
-                                          cfg.kernel)
+        self.synthesis = MixtureSynthesis(cfg.levels, cfg.widths, min(cfg.sets, len(sizes)), len(sizes), gen)
         self.context = ContextModel(cfg.context, gen) if cfg.context else None
 
     def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor, float]:

@@ -3,7 +3,6 @@ Torch-free, like mixinr.bitstream, whose magic, varints, names and checksum it s
 
     magic "MXNR" | version 2 | kind u8 (1: grid) | flags u8 (flag 4: latents around their context means)
     | N, K, levels, hidden layers, widths (varints) | [flag 2: the context MLP's hidden width (varint)]
-    | [flag 8: the first synthesis layer's kernel size (varint, odd)]
     | image sizes | names | latent step f16 | weight bits u8 | per weight tensor (the context MLP's four
     last): family u8, step f16, scale f16 | per image and level: Laplace scale f16, alphabet bound varint
     | weights stream length (varint) | weights stream | latents stream | CRC-32 u32
@@ -26,8 +25,7 @@ KIND_GRID = 1
 FLAG_MIXED_SIZES = 1
 FLAG_CONTEXT = 2  # latents coded with the context model (context.py), its MLP's tensors after the synthesis'
 FLAG_RESIDUAL = 4  # with FLAG_CONTEXT: each latent is its context mean plus a coded whole residual (context.py)
-FLAG_KERNEL = 8  # the synthesis' first layer reads a k x k neighbourhood of the upsampled levels (synthesis.py)
-KNOWN_FLAGS = FLAG_MIXED_SIZES | FLAG_CONTEXT | FLAG_RESIDUAL | FLAG_KERNEL
+KNOWN_FLAGS = FLAG_MIXED_SIZES | FLAG_CONTEXT | FLAG_RESIDUAL
 WEIGHT_BITS = 10  # the synthesis' and context MLP's symbols: ~0.1% of a weight's range, a few hundred bytes per set
 MAX_LEVELS = 12
 MAX_LAYERS = 8
@@ -35,7 +33,6 @@ MAX_SYNTH_WIDTH = 256
 MAX_BOUND = (1 << 15) - 1  # latent symbols' alphabet [-bound, bound]
 MAX_SETS = 64
 MAX_CONTEXT_WIDTH = 64
-MAX_KERNEL = 7
 CONTEXT_FEATURES = 14  # context.FEATURES
 MAX_PIXELS = 1 << 28  # all images together: 256 Mpx, ~1.4 GB of float latents at most
 # The latents' Laplace scale never goes under MIN_SCALE (symbol units), so a coded symbol costs at least
@@ -45,10 +42,9 @@ MIN_SCALE = 0.05
 MAX_SYMBOLS_PER_BYTE = 2 * math.ceil(8 / -math.log2(1 - math.exp(-0.5 / MIN_SCALE)))
 
 
-def layer_shapes(features: int, widths: tuple[int, ...], kernel: int = 1) -> list[tuple[int, int]]:
-    """(out, in) of every synthesis layer, first to last (3 outputs: RGB); the synthesis derives from it.
-    The first layer reads `kernel` x `kernel` positions of every feature."""
-    dims = (features * kernel * kernel,) + tuple(widths) + (3,)
+def layer_shapes(features: int, widths: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(out, in) of every synthesis layer, first to last (3 outputs: RGB); the synthesis derives from it."""
+    dims = (features,) + tuple(widths) + (3,)
     return list(zip(dims[1:], dims[:-1]))
 
 
@@ -75,7 +71,6 @@ class GridHeader:
     bounds: list[list[int]]  # [image][level] alphabet bound (0: the level's symbols are all zeros)
     context: int = 0  # the context MLP's hidden width; 0: the factorized Laplace (prior.py)
     residual: bool = False  # latent = context mean + symbol (FLAG_RESIDUAL), else symbol x latent step
-    kernel: int = 1  # the first synthesis layer's kernel size (FLAG_KERNEL when over 1)
 
     @property
     def n(self) -> int:
@@ -83,7 +78,7 @@ class GridHeader:
 
     def weight_shapes(self) -> list[tuple[int, ...]]:
         """File order: W_0 (K, out, in), b_0 (K, out), ..., then the coefficients (layers, N, K)."""
-        layers = layer_shapes(self.levels, self.widths, self.kernel)
+        layers = layer_shapes(self.levels, self.widths)
         shapes: list[tuple[int, ...]] = []
         for o, i in layers:
             shapes += [(self.sets, o, i), (self.sets, o)]
@@ -102,7 +97,7 @@ class GridHeader:
     def madds_per_pixel(self) -> int:
         """Multiply-adds per output pixel (the synthesis, and 4 per level for its interpolation): what the
         decoder's render-cost cap (validate.check_output_size) counts."""
-        return sum(o * i for o, i in layer_shapes(self.levels, self.widths, self.kernel)) + 4 * self.levels
+        return sum(o * i for o, i in layer_shapes(self.levels, self.widths)) + 4 * self.levels
 
 
 @dataclass
@@ -116,14 +111,12 @@ class ParsedGrid:
 def write(h: GridHeader, weights: bytes, latents: bytes) -> bytes:
     mixed = len(set(h.sizes)) > 1
     flags = ((FLAG_MIXED_SIZES if mixed else 0) | (FLAG_CONTEXT if h.context else 0)
-             | (FLAG_RESIDUAL if h.residual else 0) | (FLAG_KERNEL if h.kernel > 1 else 0))
+             | (FLAG_RESIDUAL if h.residual else 0))
     out = bytearray(MAGIC) + bytes([VERSION, KIND_GRID, flags])
     v = bitstream.varint
     out += v(h.n) + v(h.sets) + v(h.levels) + v(len(h.widths)) + b"".join(v(w) for w in h.widths)
     if h.context:
         out += v(h.context)
-    if h.kernel > 1:
-        out += v(h.kernel)
     out += bitstream.encode_sizes(h.sizes, mixed) + bitstream.encode_names(h.names)
     out += bitstream.f16(h.latent_step) + bytes([h.bits])
     for c in h.codes:
@@ -156,9 +149,6 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
     depth = r.varint(MAX_LAYERS, "number of hidden layers")
     widths = tuple(r.varint(MAX_SYNTH_WIDTH, "synthesis width") for _ in range(depth))
     context = r.varint(MAX_CONTEXT_WIDTH, "context width") if flags & FLAG_CONTEXT else 0
-    kernel = r.varint(MAX_KERNEL, "synthesis kernel size") if flags & FLAG_KERNEL else 1
-    if kernel % 2 == 0:
-        r.fail(f"synthesis kernel size {kernel} is not odd")
     if min((n, sets, levels) + widths) < 1 or (flags & FLAG_CONTEXT and context < 1):
         r.fail("N, K, levels and widths must be at least 1")
     residual = bool(flags & FLAG_RESIDUAL)
@@ -191,8 +181,7 @@ def read(data: bytes, source: str = "archive") -> ParsedGrid:
             b_row.append(b)
         scales.append(s_row)
         bounds.append(b_row)
-    header = GridHeader(sets, levels, widths, sizes, names, latent_step, bits, codes, scales, bounds, context, residual,
-                        kernel)
+    header = GridHeader(sets, levels, widths, sizes, names, latent_step, bits, codes, scales, bounds, context, residual)
     n_weights = r.varint(end, "weights stream length")
     head = r.pos - len(MAGIC) - 1
     weights = r.take(n_weights)
@@ -218,14 +207,12 @@ def describe(h: GridHeader, sections: dict[str, int], n_bytes: int) -> dict:
     """What `mixinr info` prints: the header's fields and the bytes per section (ParsedGrid.sections), from
     the header alone (no latents decoded, no torch); GridArchive.info() is this."""
     return {"version": VERSION, "representation": "grid", "bytes": n_bytes, "sets": h.sets,
-            "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}"
-                       + (f" (first layer {h.kernel}x{h.kernel})" if h.kernel > 1 else "")
-                       + f", K={h.sets} sets, coefficients per layer, "
+            "network": f"grid of {h.levels} latent levels, synthesis {'x'.join(map(str, h.widths))}, "
+                       f"K={h.sets} sets, coefficients per layer, "
                        + (f"context model {h.context} hidden" if h.context else "factorized latents")
                        + (", latents around their context means" if h.residual else ""),
             "precision": h.precision,
-            "levels": h.levels, "synthesis": list(h.widths), "kernel": h.kernel, "context": h.context,
-            "residual": h.residual,
+            "levels": h.levels, "synthesis": list(h.widths), "context": h.context, "residual": h.residual,
             "latent_step": h.latent_step,
             "images_count": h.n, "sections": dict(sections),
             "images": bitstream.describe_images(h.names, h.sizes)}
