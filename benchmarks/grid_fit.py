@@ -1,8 +1,11 @@
 """One grid fit at a fixed lambda, for sorting design questions quickly (docs/photo.md): prints the real
-archive's bpp and decoded PSNR (and the float latents' PSNR) as JSON.
+archive's bpp and decoded PSNR (and the float latents' PSNR) as JSON, one line per seed, then their mean.
+
+Two seeds of one setting differ by up to 1 dB at half size (docs/photo.md, "Seeds"): compare settings on
+the mean of several seeds (`--seeds 0 1 2`), never on one run.
 
     python benchmarks/grid_fit.py ../shared/data/kodak/kodim03.png --scale 2 --steps 600 --lam 1e-3
-    python benchmarks/grid_fit.py IMAGE --settings '{"latent_lr": 0.1, "widths": [16, 16]}'
+    python benchmarks/grid_fit.py IMAGE --scale 2 --target 0.7 --seeds 0 1 2 --settings '{"latent_lr": 0.1}'
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--target", type=float, default=None,
                    help="steer lambda to this rate of the rounded latents (bits / pixel) instead of fixing it")
     p.add_argument("--settings", default="{}", help="other GridConfig fields as JSON")
+    p.add_argument("--seeds", type=int, nargs="+", default=[GridConfig.seed],
+                   help="one fit per seed (GridConfig.seed: the init and the noise), then a mean row")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     import torch
@@ -42,16 +48,23 @@ def main(argv=None) -> int:
         im = read_image(path)
         images.append(resize(im, (im.shape[0] // args.scale, im.shape[1] // args.scale)))
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.settings).items()}
-    cfg = GridConfig(steps=args.steps, lam=args.lam, **settings)
-    start = time.perf_counter()
-    model = fit(images, cfg, args.target)
-    seconds = time.perf_counter() - start
-    cand = GridCandidate(model, images, [p.name for p in args.images], seconds)
     pixels = sum(im.shape[0] * im.shape[1] for im in images)
-    print(json.dumps({"images": [str(p) for p in args.images], "scale": args.scale, "config": repr(cfg), "target": args.target,
-                      "bpp": len(cand.pack(1.0)) * 8 / pixels, "psnr": float(np.mean(cand.psnrs(1.0))),
-                      "float_psnr": 10 * math.log10(4 / cand.float_mse), "fit_seconds": round(seconds, 1),
-                      "threads": args.threads, "load_average": __import__("os").getloadavg()[0]}))
+    rows = []
+    for seed in args.seeds:
+        cfg = GridConfig(steps=args.steps, lam=args.lam, **{**settings, "seed": seed})
+        start = time.perf_counter()
+        model = fit(images, cfg, args.target)
+        seconds = time.perf_counter() - start
+        cand = GridCandidate(model, images, [p.name for p in args.images], seconds)
+        rows.append({"images": [str(p) for p in args.images], "scale": args.scale, "config": repr(cfg),
+                     "target": args.target, "seed": seed, "bpp": len(cand.pack(1.0)) * 8 / pixels,
+                     "psnr": float(np.mean(cand.psnrs(1.0))), "float_psnr": 10 * math.log10(4 / cand.float_mse),
+                     "fit_seconds": round(seconds, 1), "threads": args.threads, "load_average": os.getloadavg()[0]})
+        print(json.dumps(rows[-1]), flush=True)
+    if len(rows) > 1:
+        print(json.dumps({"seeds": args.seeds, **{k: float(np.mean([r[k] for r in rows]))
+                                                   for k in ("bpp", "psnr", "float_psnr", "fit_seconds")},
+                          "psnr_min": min(r["psnr"] for r in rows), "psnr_max": max(r["psnr"] for r in rows)}))
     return 0
 
 

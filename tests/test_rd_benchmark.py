@@ -220,3 +220,19 @@ def test_finetune_variants_of_a_saved_fit(tmp_path, capsys):
     assert drop(first) == drop(again) and len(first) == 3
     assert all(r["bytes"] <= 8 * 3 * 16 * 16 // 8 for r in first)
     assert first[1]["after"] == first[1]["before"]
+
+
+def test_grid_fit_runs_one_fit_per_seed_and_a_mean_row(tmp_path, capsys):
+    """benchmarks/grid_fit.py --seeds: one row per seed (that seed in its config), seeds giving different
+    fits, then a row whose PSNR and bpp are the means of theirs and whose min / max bound them."""
+    grid_fit = _bench("grid_fit")
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    assert grid_fit.main([str(tmp_path / "a.png"), "--steps", "12", "--target", "2", "--seeds", "0", "3",
+                          "--settings", '{"levels": 3, "widths": [4]}']) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r.get("seed") for r in rows[:2]] == [0, 3] and "seed=3" in rows[1]["config"]
+    assert rows[0]["psnr"] != rows[1]["psnr"]
+    assert rows[2]["psnr"] == pytest.approx((rows[0]["psnr"] + rows[1]["psnr"]) / 2)
+    assert rows[2]["bpp"] == pytest.approx((rows[0]["bpp"] + rows[1]["bpp"]) / 2)
+    assert rows[2]["psnr_min"] <= rows[2]["psnr"] <= rows[2]["psnr_max"]
