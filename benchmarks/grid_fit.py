@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--target", type=float, default=None,
                    help="steer lambda to this rate of the rounded latents (bits / pixel) instead of fixing it")
     p.add_argument("--settings", default="{}", help="other GridConfig fields as JSON")
-    p.add_argument("--seeds", type=int, nargs="+", default=[GridConfig.seed],
+    p.add_argument("--seeds", type=int, nargs="+",
                    help="one fit per seed (GridConfig.seed: the init and the noise), then a mean row")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -48,9 +48,12 @@ def main(argv=None) -> int:
         im = read_image(path)
         images.append(resize(im, (im.shape[0] // args.scale, im.shape[1] // args.scale)))
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.settings).items()}
+    if args.seeds and "seed" in settings:
+        p.error("give the seed once: --seeds or the settings' seed")
+    seeds = args.seeds or [settings.pop("seed", GridConfig.seed)]
     pixels = sum(im.shape[0] * im.shape[1] for im in images)
     rows = []
-    for seed in args.seeds:
+    for seed in seeds:
         cfg = GridConfig(steps=args.steps, lam=args.lam, **{**settings, "seed": seed})
         start = time.perf_counter()
         model = fit(images, cfg, args.target)
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
                      "fit_seconds": round(seconds, 1), "threads": args.threads, "load_average": os.getloadavg()[0]})
         print(json.dumps(rows[-1]), flush=True)
     if len(rows) > 1:
-        print(json.dumps({"seeds": args.seeds, **{k: float(np.mean([r[k] for r in rows]))
+        print(json.dumps({"seeds": seeds, **{k: float(np.mean([r[k] for r in rows]))
                                                    for k in ("bpp", "psnr", "float_psnr", "fit_seconds")},
                           "psnr_min": min(r["psnr"] for r in rows), "psnr_max": max(r["psnr"] for r in rows)}))
     return 0

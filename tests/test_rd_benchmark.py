@@ -236,3 +236,9 @@ def test_grid_fit_runs_one_fit_per_seed_and_a_mean_row(tmp_path, capsys):
     assert rows[2]["psnr"] == pytest.approx((rows[0]["psnr"] + rows[1]["psnr"]) / 2)
     assert rows[2]["bpp"] == pytest.approx((rows[0]["bpp"] + rows[1]["bpp"]) / 2)
     assert rows[2]["psnr_min"] <= rows[2]["psnr"] <= rows[2]["psnr_max"]
+    # regression: the settings' own seed is used when --seeds is absent, and refused beside it
+    assert grid_fit.main([str(tmp_path / "a.png"), "--steps", "12", "--target", "2",
+                          "--settings", '{"levels": 3, "widths": [4], "seed": 3}']) == 0
+    assert json.loads(capsys.readouterr().out)["psnr"] == rows[1]["psnr"]
+    with pytest.raises(SystemExit):
+        grid_fit.main([str(tmp_path / "a.png"), "--seeds", "1", "--settings", '{"seed": 3}'])
