@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mixinr.devices import resolve_device
+from mixinr.grid import start
 from mixinr.grid.context import ContextModel
 from mixinr.grid.format import WEIGHT_BITS
 from mixinr.grid.latents import level_shapes, upsample_frame
@@ -41,6 +42,8 @@ class GridModel(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(len(sizes), cfg.levels))
         self.synthesis = MixtureSynthesis(cfg.levels, cfg.widths, min(cfg.sets, len(sizes)), len(sizes), gen)
         self.context = ContextModel(cfg.context, gen) if cfg.context else None
+        if cfg.start:
+            start.apply(self.synthesis, self.context, cfg.seed)
 
     def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor, float]:
         """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or quantised), the bits of
@@ -97,7 +100,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
     images_label = plural(len(images), "image")
-    start = time.perf_counter()
+    began = time.perf_counter()
     with Bar(f"fitting grid, {images_label} [{dev.type}]", cfg.steps, progress) as bar:
         step = 0
         while step < cfg.steps:
@@ -109,7 +112,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
             step += 1
             bar.update(step, f"step {step}/{cfg.steps}  ~{psnr:.2f} dB  {bpp:.3f} bpp")
             if step == ESTIMATE_AFTER and cfg.steps > 10 * step:
-                eta = (time.perf_counter() - start) / step * cfg.steps
+                eta = (time.perf_counter() - began) / step * cfg.steps
                 note(f"estimated fitting time: {eta / 60:.1f} min ({cfg.steps} steps, {images_label})", progress)
     model.lam = math.exp(log_lam)
     return model.cpu()
