@@ -242,3 +242,21 @@ def test_grid_fit_runs_one_fit_per_seed_and_a_mean_row(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["psnr"] == rows[1]["psnr"]
     with pytest.raises(SystemExit):
         grid_fit.main([str(tmp_path / "a.png"), "--seeds", "1", "--settings", '{"seed": 3}'])
+
+
+def test_grid_start_script_writes_a_start_a_fit_of_that_shape_takes(tmp_path):
+    """benchmarks/grid_start.py writes a start whose shapes a model of the fitted settings takes."""
+    from mixinr.grid import start
+    from mixinr.grid.fit import GridModel
+    from mixinr.settings import GridConfig
+
+    mod = _bench("grid_start")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "s.npz"
+    settings = '{"levels": 3, "widths": [4], "steps": 8, "context": 4}'
+    assert mod.main([str(tmp_path / "a.png"), "--target", "2", "--settings", settings, "-o", str(out)]) == 0
+    cfg = GridConfig(levels=3, widths=(4,), context=4)
+    model = GridModel([(16, 24)], cfg)
+    assert start.apply(model.synthesis, model.context, 0, start.load(out))
+    assert np.array_equal(model.context.w1.detach().numpy(), start.load(out)[4])
