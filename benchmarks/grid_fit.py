@@ -1,8 +1,8 @@
 """One grid fit at a fixed lambda, for sorting design questions quickly (docs/photo.md): prints the real
 archive's bpp and decoded PSNR (and the float latents' PSNR) as JSON, one line per seed, then their mean.
 
-Two seeds of one setting differ by up to 1 dB at half size (docs/photo.md, "Seeds"): compare settings on
-the mean of several seeds (`--seeds 0 1 2`), never on one run.
+Two seeds of one setting differ by up to 1 dB at half size (docs/photo.md, "Seeds, and a learned
+start"): compare settings on the mean of several seeds (`--seeds 0 1 2`), never on one run.
 
     python benchmarks/grid_fit.py ../shared/data/kodak/kodim03.png --scale 2 --steps 600 --lam 1e-3
     python benchmarks/grid_fit.py IMAGE --scale 2 --target 0.7 --seeds 0 1 2 --settings '{"latent_lr": 0.1}'

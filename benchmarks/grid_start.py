@@ -1,9 +1,9 @@
 """Make the grid's learned start (mixinr/grid/start.py): fit images from random weights, save the fit's
-synthesis (each layer averaged over the images) and context MLP as the start every later fit begins from.
+synthesis (each layer averaged over the images) and context MLP as the start later fits begin from.
 
     python benchmarks/grid_start.py ../shared/data/kodak/kodim03.png --scale 2 --target 0.7 -o mixinr/grid/start.npz
 
-(the shipped start.npz: that command, 1200 steps, seed 0; docs/photo.md, "A learned start")
+(the shipped start.npz: that command, 1200 steps, seed 0; docs/photo.md, "Seeds, and a learned start")
 """
 
 from __future__ import annotations
