@@ -28,6 +28,17 @@ from mixinr.grid.fit import GridConfig, fit  # noqa: E402
 from mixinr.images import read_image  # noqa: E402
 
 
+def load(paths: list[Path], scale: int) -> list:
+    """The images, each downscaled by `scale` (Lanczos)."""
+    images = [read_image(path) for path in paths]
+    return [resize(im, (im.shape[0] // scale, im.shape[1] // scale)) for im in images]
+
+
+def grid_settings(text: str) -> dict:
+    """GridConfig fields from JSON (lists become the tuples GridConfig holds)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("images", nargs="+", type=Path)
@@ -43,11 +54,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
-    images = []
-    for path in args.images:
-        im = read_image(path)
-        images.append(resize(im, (im.shape[0] // args.scale, im.shape[1] // args.scale)))
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.settings).items()}
+    images = load(args.images, args.scale)
+    settings = grid_settings(args.settings)
     if args.seeds and "seed" in settings:
         p.error("give the seed once: --seeds or the settings' seed")
     seeds = args.seeds or [settings.pop("seed", GridConfig.seed)]

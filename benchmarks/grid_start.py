@@ -14,12 +14,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mixinr.data import resize  # noqa: E402
+from grid_fit import grid_settings, load  # noqa: E402  (puts the package on sys.path)
+
 from mixinr.grid import start  # noqa: E402
 from mixinr.grid.fit import GridConfig, fit  # noqa: E402
-from mixinr.images import read_image  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,10 +32,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(1)
-    images = [read_image(path) for path in args.images]
-    images = [resize(im, (im.shape[0] // args.scale, im.shape[1] // args.scale)) for im in images]
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.settings).items()}
-    model = fit(images, replace(GridConfig(**settings), start=False), args.target, progress=False)
+    images = load(args.images, args.scale)
+    model = fit(images, replace(GridConfig(**grid_settings(args.settings)), start=False), args.target, progress=False)
     start.save(start.of_fit(model), args.output)
     print(json.dumps({"images": [str(p) for p in args.images], "scale": args.scale, "output": str(args.output)}))
     return 0

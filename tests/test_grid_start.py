@@ -10,6 +10,7 @@ from mixinr.grid import start
 from mixinr.grid.fit import GridModel
 from mixinr.settings import GridConfig
 
+
 def test_shipped_start_fits_the_default_shape_and_every_set_begins_there():
     model = GridModel([(16, 24), (20, 20)], GridConfig(start=True))
     tensors = start.load()

@@ -42,7 +42,7 @@ def apply(synthesis, context, seed: int, tensors: list[np.ndarray] | None = None
     tensors = load() if tensors is None else tensors
     if context is None or [t.shape for t in tensors] != shapes(synthesis, context):
         return False
-    gen = torch.Generator().manual_seed(seed + 1000)
+    gen = torch.Generator().manual_seed(seed + 1000)  # a stream apart from the random init's (as measured)
     layers = [torch.from_numpy(t) for t in tensors]
     with torch.no_grad():
         for j, (pw, pb) in enumerate(zip(synthesis.weights, synthesis.biases)):
