@@ -20,15 +20,16 @@ from mixinr.validate import MAX_DECODE_PIXELS, check_output_size
 BAND_VALUES = 1 << 19  # decoder: output rows per band x width x features stays ~2 MB of floats
 
 
-def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
-    """Archive bytes of a fitted GridModel with its latents quantised at `latent_step` (symbol units)."""
+def pack(model, names: list[str], latent_step: float = 1.0, dead_zone: float = 0.0) -> bytes:
+    """Archive bytes of a fitted GridModel with its latents quantised at `latent_step` (symbol units),
+    rounded toward zero by `dead_zone` more (context.round_dead)."""
     step = float(np.float16(latent_step))
     ctx = model.context
     coded = model.synthesis.coded_params() + (ctx.coded_params() if ctx else [])
     tensors = [t.detach().cpu().float().numpy() for t in coded]
     codes, weights = entropy.encode_tensors(tensors, gformat.WEIGHT_BITS)
     floats = [[g.detach().cpu().numpy() for g in grids] for grids in model.latents]
-    symbols = [[np.clip(np.rint(g / np.float32(step)), -gformat.MAX_BOUND, gformat.MAX_BOUND).astype(np.int32)
+    symbols = [[np.clip(gcontext.round_dead(g / np.float32(step), dead_zone), -gformat.MAX_BOUND, gformat.MAX_BOUND).astype(np.int32)
                 for g in grids] for grids in floats]  # whole steps (around the means, encode rounds its own)
     bounds = [[int(np.abs(q).max(initial=0)) for q in row] for row in symbols]
     cfg = model.cfg
@@ -39,7 +40,7 @@ def pack(model, names: list[str], latent_step: float = 1.0) -> bytes:
                                 list(names), step, gformat.WEIGHT_BITS, codes, scales, bounds, cfg.context, residual)
     if ctx:  # the MLP as the decoder will have it: its tensors decoded from these very bytes
         params = _context_params(entropy.decode_tensors(weights, header.weight_shapes(), codes, gformat.WEIGHT_BITS))
-        latents, header.bounds = gcontext.encode(floats, header, params)
+        latents, header.bounds = gcontext.encode(floats, header, params, dead_zone)
     else:
         latents = prior.encode([q for row in symbols for q in row], [s for r in scales for s in r],
                                [b for r in bounds for b in r])

@@ -34,6 +34,7 @@ from mixinr.grid.prior import QuantizedLaplace, laplace_bits
 FEATURES = CONTEXT_FEATURES  # 9 coarser-level values, 4 same-level neighbours, the non-anchor flag
 MIN_REL = 0.02  # the smallest scale as a share of the level's scale (the format's MIN_SCALE still binds)
 MAX_SCALE = 1e4  # symbol units: keeps a corrupt archive's parameters finite for the coder
+HEADER_SCALE_MAX = 60000.0  # the largest per-level scale a header stores (float16's range)
 BAND_POSITIONS = 1 << 16  # the coder's MLP runs on this many positions at once (~100 bytes each), whatever a file declares
 
 
@@ -241,11 +242,13 @@ def _walk(shapes: list[tuple[int, int]], scales_sym: list[float], bounds: list[i
     return out
 
 
-def encode(latents: list[list[np.ndarray]], header, params: list[Tensor]) -> tuple[bytes, list[list[int]]]:
+def encode(latents: list[list[np.ndarray]], header, params: list[Tensor],
+           dead_zone: float = 0.0) -> tuple[bytes, list[list[int]]]:
     """One range-coded stream of every image's latents and the header's bounds (per image and level, the
     largest |symbol|). `latents`: per image its levels (latent units, finest first), rounded here as the
     decoder will rebuild them: around its means (`header.residual`), else to whole steps, whose bounds
-    the header already holds (they clamp the coder's means); `header`: sizes, scales and latent step."""
+    the header already holds (they clamp the coder's means); `header`: sizes, scales and latent step.
+    `dead_zone`: rounded toward zero by this much more (round_dead; the decoder never needs it)."""
     step, residual = np.float32(header.latent_step), header.residual
     streams, bounds = [], []
     for i, grids in enumerate(latents):
@@ -254,7 +257,7 @@ def encode(latents: list[list[np.ndarray]], header, params: list[Tensor]) -> tup
 
         def take(l, rows, sel, mu, b, ys=ys, passes=passes):
             y = ys[l][rows][sel]
-            q = np.clip(np.rint(y - mu if residual else y), -MAX_BOUND, MAX_BOUND).astype(np.int32)
+            q = np.clip(round_dead(y - mu if residual else y, dead_zone), -MAX_BOUND, MAX_BOUND).astype(np.int32)
             passes.append((l, q, np.zeros_like(b) if residual else mu, b))
             return q
 
@@ -272,6 +275,14 @@ def encode(latents: list[list[np.ndarray]], header, params: list[Tensor]) -> tup
             if row[l]:
                 enc.encode(q, QuantizedLaplace(-row[l], row[l]), mu, b)
     return stream_bytes(enc), bounds
+
+
+def round_dead(x: np.ndarray, dead_zone: float) -> np.ndarray:
+    """x rounded to whole steps, toward zero by `dead_zone` more: |q| = max(0, floor(|x| + 0.5 - dead_zone)).
+    Fewer bytes without moving the step the fit trained at (docs/photo.md, "Ending under the budget")."""
+    if dead_zone == 0:
+        return np.rint(x)
+    return np.sign(x) * np.maximum(np.floor(np.abs(x) + 0.5 - dead_zone), 0)
 
 
 def decode(data: bytes, header, params: list[Tensor]) -> list[Tensor]:
@@ -292,8 +303,14 @@ def decode(data: bytes, header, params: list[Tensor]) -> list[Tensor]:
     return out
 
 
+def stored_scales(log_scale: Tensor, step: float = 1.0) -> Tensor:
+    """exp(log_scale) in symbol units at `step` as the header stores them (float16, MIN_SCALE..HEADER_SCALE_MAX),
+    the gradient straight through. The fit trains with these: a finest level's trained scale of 0.038
+    clamped to 0.05 only in the archive moved every mean there and cost 8% more bytes (docs/photo.md)."""
+    s = log_scale.exp() / np.float32(step)
+    return s + (s.detach().clamp(MIN_SCALE, HEADER_SCALE_MAX).half().float() - s.detach())
+
+
 def header_scales(log_scale: Tensor, step: float) -> list[list[float]]:
     """The trained per-(image, level) scales in symbol units at `step`, float16-exact (the header's)."""
-    s = log_scale.detach().exp().double().numpy() / float(step)
-    return [[float(np.float16(min(max(v, MIN_SCALE), 60000.0))) for v in row] for row in s]
-
+    return stored_scales(log_scale.detach(), step).tolist()

@@ -1,7 +1,7 @@
 """The grid representation's side of encoding, as the representation.Plan and Candidate that rate control
 works with (mixinr/ratecontrol.py): one fit per group (capacity fixed at 1: the rate is steered inside
-the fit by lambda, not by a network size), then the finest latent step within the budget by bisection
-(representation.finest_under over the candidate's alpha, here the latents' quantisation step)."""
+the fit by lambda, not by a network size), then the finest latents within the budget by bisection
+(representation.finest_under over the candidate's alpha, here the latents' coarseness: quantiser)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,20 @@ from mixinr.representation import time_limit_deadline
 
 RATE_AIM = 0.95  # the fit aims the rounded latents' rate this far under the room the budget leaves them
 OVERHEAD_GROWTH = 1.15  # trained synthesis weights code longer than fresh ones (docs/photo.md)
-STEP_RANGE = (0.25, 8.0)  # latent steps the bisection searches (symbol units; the fit trains at 1)
+ALPHA_RANGE = (0.25, 8.0)  # the coarseness the bisection searches (quantiser; the fit trains at 1)
 # 0.25, not 0.5: a short fit that ends under its rate (lambda still high) spends the rest of its budget
 # on finer latents (half-size kodim03, effort 1: 0.54 -> 0.80 of 0.8 bpp, +0.19 dB; docs/photo.md).
 
 
+def quantiser(alpha: float) -> tuple[float, float]:
+    """(latent step, dead zone) of coarseness `alpha`: up to 1 a finer step than the fit trained at (more
+    bytes); above 1 the trained step, rounded toward zero by alpha - 1. A step above 1 moves every residual
+    around the context means, and bytes are not monotone in it (docs/photo.md, "Ending under the budget")."""
+    return (alpha, 0.0) if alpha <= 1 else (1.0, alpha - 1)
+
+
 class GridCandidate:
-    """One fitted GridModel; alpha is its latent quantisation step (1: what it was trained at)."""
+    """One fitted GridModel; alpha is its latents' coarseness (quantiser; 1: what it was trained at)."""
 
     coeffs = "per-layer"
     qat_seconds = None
@@ -49,7 +56,7 @@ class GridCandidate:
     def pack(self, setting) -> bytes:
         key = float(setting)
         if key not in self._packed:
-            self._packed[key] = pack(self.model, self.names, key)
+            self._packed[key] = pack(self.model, self.names, *quantiser(key))
         return self._packed[key]
 
     def psnrs(self, setting) -> list[float]:
@@ -63,14 +70,14 @@ class GridCandidate:
         return gformat.read(self.pack(setting)).header.precision
 
     def predicted_loss_db(self, alpha: float) -> float:
-        """Measured, not predicted: the float latents' PSNR minus the archive's at this step."""
+        """Measured, not predicted: the float latents' PSNR minus the archive's at this alpha."""
         return 10 * math.log10(4 / max(self.float_mse, 1e-10)) - float(np.mean(self.psnrs(alpha)))
 
     def alpha_for_loss(self, db: float) -> float:
         return 1.0  # the step the latents were trained at
 
     def alpha_range(self) -> tuple[float, float]:
-        return STEP_RANGE
+        return ALPHA_RANGE
 
     def fine_tuned(self, alpha: float, epochs: int):
         return None  # the fit's last phase already trains on rounded latents

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from mixinr.devices import resolve_device
 from mixinr.grid import start
-from mixinr.grid.context import ContextModel
+from mixinr.grid.context import ContextModel, stored_scales
 from mixinr.grid.format import WEIGHT_BITS
 from mixinr.grid.latents import level_shapes, upsample_frame
 from mixinr.grid.prior import laplace_bits
@@ -49,7 +49,7 @@ class GridModel(nn.Module):
         """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or quantised), the bits of
         those latents, and the bits of the quantised latents (what the archive will spend; no gradient)."""
         h, w = self.sizes[index]
-        latents, scales = list(self.latents[index]), self.log_scale[index].exp()
+        latents, scales = list(self.latents[index]), self.scales(index)
         if hard:
             grids, bits = self.quantised(latents, scales)
             coded = float(bits.detach())
@@ -59,6 +59,10 @@ class GridModel(nn.Module):
             with torch.no_grad():
                 coded = float(self.quantised(latents, scales)[1])
         return self.synthesis(upsample_frame(grids, h, w), index), bits, coded
+
+    def scales(self, index: int) -> Tensor:
+        """Image `index`'s per-level Laplace scales as the archive will store them (straight-through)."""
+        return stored_scales(self.log_scale[index])
 
     def quantised(self, latents: list[Tensor], scales: Tensor) -> tuple[list[Tensor], Tensor]:
         """One image's latents as the archive will hold them (straight-through) and their bits: rounded
@@ -101,6 +105,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     log_lam = math.log(cfg.lam)
     images_label = plural(len(images), "image")
     began = time.perf_counter()
+    kept = None  # the last rounded state on target: the rounded phase's rate drifts up (docs/photo.md)
     with Bar(f"fitting grid, {images_label} [{dev.type}]", cfg.steps, progress) as bar:
         step = 0
         while step < cfg.steps:
@@ -108,14 +113,30 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
                 step = hard_from  # out of time: finish with the rounded phase only
             if step == hard_from and model.context is not None and cfg.residual:
                 model.context.freeze_as_coded(WEIGHT_BITS)
+            before = _state(model) if target_bpp and step >= hard_from else None
             log_lam, psnr, bpp = _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg)
+            if before is not None and bpp <= target_bpp:  # bpp: the rate of the state before the step
+                kept = before
             step += 1
             bar.update(step, f"step {step}/{cfg.steps}  ~{psnr:.2f} dB  {bpp:.3f} bpp")
             if step == ESTIMATE_AFTER and cfg.steps > 10 * step:
                 eta = (time.perf_counter() - began) / step * cfg.steps
                 note(f"estimated fitting time: {eta / 60:.1f} min ({cfg.steps} steps, {images_label})", progress)
+    if kept is not None and rounded_bpp(model, pixels) > target_bpp:
+        model.load_state_dict(kept)
     model.lam = math.exp(log_lam)
     return model.cpu()
+
+
+def _state(model: GridModel) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def rounded_bpp(model: GridModel, pixels: int) -> float:
+    """The rate of the latents as the archive will round them, bits / `pixels` (the fit's estimate)."""
+    with torch.no_grad():
+        return sum(float(model.quantised(list(model.latents[i]), model.scales(i))[1])
+                   for i in range(len(model.sizes))) / pixels
 
 
 def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg) -> tuple[float, float, float]:
@@ -134,5 +155,6 @@ def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg
     opt.step()
     bpp = bits / pixels
     if target_bpp:
-        log_lam = min(log_lam + cfg.lam_rate * (bpp / target_bpp - 1), math.log(cfg.lam_max))
+        gain = cfg.hard_lam_rate if hard else cfg.lam_rate
+        log_lam = min(log_lam + gain * (bpp / target_bpp - 1), math.log(cfg.lam_max))
     return log_lam, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp
