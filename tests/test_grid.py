@@ -176,6 +176,30 @@ def test_residual_archive_decodes_every_latent_within_half_a_step(one_thread):
         assert archive.render(0, 13, 21).shape == (13, 21, 3)
 
 
+def test_residual_archive_holds_the_latents_and_rate_the_fit_trained_with(one_thread):
+    """Regression: the fit used its float per-level scales, the archive their float16 values clamped at the
+    format's MIN_SCALE; a full-size fit whose finest scale had fallen to 0.038 decoded other latents
+    than it trained on there (99% of that level) and coded them 8% longer than its rate estimate, which
+    broke its archive (kodim12; docs/photo.md). The fit's rounded latents and rate now come from the
+    scales the header stores: the archive decodes those very latents, within the estimated rate."""
+    sizes = [(13, 21), (9, 9)]
+    model = _random_context_model(sizes)
+    with torch.no_grad():
+        model.log_scale[:, 0] = math.log(0.03)  # under MIN_SCALE (0.05)
+    model.context.freeze_as_coded(gformat.WEIGHT_BITS)  # as in the rounded phase: the MLP the archive stores
+    data = pack(model, ["a.png", "b.png"])
+    archive = _archive(data)
+    estimate = 0.0
+    with torch.no_grad():
+        for i in range(2):
+            hats, bits = model.quantised(list(model.latents[i]), model.scales(i))
+            estimate += float(bits)
+            for level, hat in enumerate(hats):
+                assert torch.allclose(archive._latents[i][level], hat, atol=1e-3), (i, level)  # float rounding
+    # never longer than estimated (shorter where the coder's probability floor caps an outlier's bits)
+    assert gformat.read(data).sections["latents"] * 8 <= 1.02 * estimate + 64
+
+
 def test_context_parameters_read_only_what_the_decoder_has():
     """A level's anchors' (mu, b) do not depend on that level's values at all, the others' only on the
     anchors: values changed at non-anchor positions leave every parameter bit-identical, values changed
@@ -300,6 +324,24 @@ def test_fit_ends_on_its_rate_target_when_the_rounded_phase_drifts_over_it(one_t
     cfg = dataclasses.replace(TINY, context=8, steps=80, hard_share=0.5, hard_lam_rate=0.0)
     model = fit(images, cfg, target_bpp=3.0)
     assert rounded_bpp(model, 2 * 24 * 32) <= 3.0
+
+
+def test_archive_over_its_budget_keeps_the_trained_step_and_rounds_toward_zero(one_thread):
+    """A fit whose archive is over the budget (5% here) is brought under it at the latent step it was
+    trained at, its residuals rounded toward zero (a dead zone), within the budget and close to the fit's
+    own PSNR. A coarser step moves every residual around the context means, and a full-size archive's
+    bytes were not monotone in it: the bisection fell to step 8 and 18.7 dB (kodim12; docs/photo.md)."""
+    from mixinr.grid.encode import GridCandidate
+    from mixinr.representation import finest_under
+
+    images = [smooth_image(48, 64, 0)]
+    model = fit(images, dataclasses.replace(TINY, context=8, steps=150), 2.0)
+    cand = GridCandidate(model, images, ["a.png"], 0.0)
+    budget = int(0.95 * len(cand.pack(1.0)))
+    alpha = finest_under(cand, budget)
+    assert alpha > 1 and len(cand.pack(alpha)) <= budget
+    assert gformat.read(cand.pack(alpha)).header.latent_step == 1.0
+    assert cand.psnrs(alpha)[0] > cand.psnrs(1.0)[0] - 2.0  # measured: -1.25 dB
 
 
 def test_context_coder_bands_give_the_whole_levels_parameters():
