@@ -83,7 +83,7 @@ class GridConfig:
     hard_share: float = 0.1  # final share of steps with rounded latents (straight-through)
     lam: float = 1e-3  # first rate weight: MSE per bit per pixel
     lam_rate: float = 0.05  # lambda's multiplicative adaptation per step toward the target rate
-    hard_lam_rate: float = 1.5  # the same in the rounded phase, whose rate drifts up (6% in 120 steps at 0.05; docs/photo.md)
+    hard_lam_rate: float = 1.5  # the same in the rounded phase, whose rate drifts up (6% at 0.05; docs/photo.md)
     lam_max: float = 3e-2  # lambda's ceiling: a group's early rate drove it 200x up and its latents collapsed (docs/photo.md)
     context: int = 16  # hidden width of the latents' context MLP (grid/context.py); 0: the factorized Laplace
     residual: bool = True  # with the context: latents = context means + whole steps; +0.68 dB mean on 4 full-size Kodak images at 0.5 bpp (docs/photo.md)

@@ -309,8 +309,9 @@ def test_lambda_never_passes_its_ceiling(one_thread):
     images = [smooth_image(12, 16, s) for s in range(2)]
     cfg = dataclasses.replace(TINY, steps=80)
     assert fit(images, cfg, target_bpp=0.01).lam == pytest.approx(cfg.lam_max)
-    uncapped = dataclasses.replace(cfg, lam_max=1.0, hard_lam_rate=cfg.lam_rate)  # the rounded phase's own
-    assert fit(images, uncapped, target_bpp=0.01).lam > 10 * cfg.lam_max  # gain drops it once the rate is 0: the bug's path
+    # the bug's path (the rounded phase's own gain would drop lambda again once the rate reaches 0)
+    uncapped = dataclasses.replace(cfg, lam_max=1.0, hard_lam_rate=cfg.lam_rate)
+    assert fit(images, uncapped, target_bpp=0.01).lam > 10 * cfg.lam_max
 
 
 def test_fit_ends_on_its_rate_target_when_the_rounded_phase_drifts_over_it(one_thread):

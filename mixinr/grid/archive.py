@@ -29,7 +29,8 @@ def pack(model, names: list[str], latent_step: float = 1.0, dead_zone: float = 0
     tensors = [t.detach().cpu().float().numpy() for t in coded]
     codes, weights = entropy.encode_tensors(tensors, gformat.WEIGHT_BITS)
     floats = [[g.detach().cpu().numpy() for g in grids] for grids in model.latents]
-    symbols = [[np.clip(gcontext.round_dead(g / np.float32(step), dead_zone), -gformat.MAX_BOUND, gformat.MAX_BOUND).astype(np.int32)
+    bound = gformat.MAX_BOUND
+    symbols = [[np.clip(gcontext.round_dead(g / np.float32(step), dead_zone), -bound, bound).astype(np.int32)
                 for g in grids] for grids in floats]  # whole steps (around the means, encode rounds its own)
     bounds = [[int(np.abs(q).max(initial=0)) for q in row] for row in symbols]
     cfg = model.cfg
