@@ -1,5 +1,5 @@
 """The grid's learned start (mixinr/grid/start.py): the shipped file fits the default shape, a fit begins
-there (every set within the jitter, the sets apart), other shapes keep their random start
+there by default (every set within the jitter, the sets apart), other shapes keep their random start
 (benchmarks/grid_start.py, which makes the file: tests/test_rd_benchmark.py)."""
 
 from dataclasses import replace
@@ -26,9 +26,11 @@ def test_shipped_start_fits_the_default_shape_and_every_set_begins_there():
         assert torch.equal(p.detach(), torch.from_numpy(t))
 
 
-def test_other_shapes_and_the_default_keep_the_random_start():
+def test_the_default_begins_at_the_start_other_shapes_and_start_off_at_random():
     cfg = GridConfig(widths=(8,), start=True)
     a, b = GridModel([(16, 16)], cfg), GridModel([(16, 16)], replace(cfg, start=False))
     assert all(torch.equal(x, y) for x, y in zip(a.synthesis.parameters(), b.synthesis.parameters()))
-    c, d = GridModel([(16, 16)], GridConfig(start=True)), GridModel([(16, 16)], GridConfig())
+    c, d = GridModel([(16, 16)], GridConfig()), GridModel([(16, 16)], GridConfig(start=False))
     assert not torch.equal(c.synthesis.weights[0], d.synthesis.weights[0])
+    shipped = start.load()[2 * len(c.synthesis.weights):]
+    assert all(torch.equal(p.detach(), torch.from_numpy(t)) for p, t in zip(c.context.coded_params(), shipped))

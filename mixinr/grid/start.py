@@ -5,10 +5,9 @@ starts gave a spread of 1.0-1.3 dB on one image, three noise paths from one star
 weights of one finished fit (kodim03 at 384x256, made by `benchmarks/grid_start.py`, in start.npz) are a
 start that carries to other photos: +1.0 dB on kodim15 and +1.3 dB on kodim03 (each started from the
 other's fit) over the mean of random starts (docs/photo.md, "Seeds, and a learned start"). Every weight
-set of the mixture starts there, apart by a seeded 1% jitter so the sets of a group can part. Off by default
-(`GridConfig.start`) until rate control ends every fit under its budget: one full-size fit from it
-(kodim12, seed 0) ended 5% over, and a residual archive's bytes are not monotone in the latent step,
-so its archive fell to step 8 and 18.7 dB."""
+set of the mixture starts there, apart by a seeded 1% jitter so the sets of a group can part. On by
+default (`GridConfig.start`) since rate control ends every fit under its budget (docs/photo.md,
+"Ending under the budget")."""
 
 from __future__ import annotations
 
