@@ -179,7 +179,7 @@ def test_residual_archive_decodes_every_latent_within_half_a_step(one_thread):
 def test_residual_archive_holds_the_latents_and_rate_the_fit_trained_with(one_thread):
     """Regression: the fit used its float per-level scales, the archive their float16 values clamped at the
     format's MIN_SCALE; a full-size fit whose finest scale had fallen to 0.038 decoded other latents
-    than it trained on there (99% of that level) and coded them 8% longer than its rate estimate, which
+    than it trained on there (99% of that level) and coded them 7% longer than its rate estimate, which
     broke its archive (kodim12; docs/photo.md). The fit's rounded latents and rate now come from the
     scales the header stores: the archive decodes those very latents, within the estimated rate."""
     sizes = [(13, 21), (9, 9)]

@@ -306,7 +306,7 @@ def decode(data: bytes, header, params: list[Tensor]) -> list[Tensor]:
 def stored_scales(log_scale: Tensor, step: float = 1.0) -> Tensor:
     """exp(log_scale) in symbol units at `step` as the header stores them (float16, MIN_SCALE..HEADER_SCALE_MAX),
     the gradient straight through. The fit trains with these: a finest level's trained scale of 0.038
-    clamped to 0.05 only in the archive moved every mean there and cost 8% more bytes (docs/photo.md)."""
+    clamped to 0.05 only in the archive moved every mean there, 7% more bytes than estimated (docs/photo.md)."""
     s = log_scale.exp() / np.float32(step)
     return s + (s.detach().clamp(MIN_SCALE, HEADER_SCALE_MAX).half().float() - s.detach())
 
