@@ -3,7 +3,8 @@ synthesis (each layer averaged over the images) and context MLP as the start lat
 
     python benchmarks/grid_start.py ../shared/data/kodak/kodim03.png --scale 2 --target 0.7 -o mixinr/grid/start.npz
 
-(the shipped start.npz: that command, 1200 steps, seed 0; docs/photo.md, "Seeds, and a learned start")
+(the shipped start.npz: that command, 1200 steps, seed 0, with the fit as of commit a62ee2b; docs/photo.md,
+"Seeds, and a learned start". The fit has changed since (nineteenth session): today it makes another start.)
 """
 
 from __future__ import annotations
