@@ -280,7 +280,7 @@ def encode(latents: list[list[np.ndarray]], header, params: list[Tensor],
 def round_dead(x: np.ndarray, dead_zone: float) -> np.ndarray:
     """x rounded to whole steps, toward zero by `dead_zone` more: |q| = max(0, floor(|x| + 0.5 - dead_zone)).
     Fewer bytes without moving the step the fit trained at (docs/photo.md, "Ending under the budget")."""
-    if dead_zone == 0:
+    if dead_zone == 0:  # ties to even, as every archive before the dead zone (the formula rounds them away)
         return np.rint(x)
     return np.sign(x) * np.maximum(np.floor(np.abs(x) + 0.5 - dead_zone), 0)
 
