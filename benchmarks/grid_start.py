@@ -1,10 +1,9 @@
 """Make the grid's learned start (mixinr/grid/start.py): fit images from random weights, save the fit's
 synthesis (each layer averaged over the images) and context MLP as the start later fits begin from.
+With --generations G, each next generation fits the same images again from the last one's start (fresh
+latents, the networks carried on: docs/photo.md, "Generations of the start").
 
     python benchmarks/grid_start.py ../shared/data/kodak/kodim03.png --scale 2 --target 0.7 -o mixinr/grid/start.npz
-
-(the shipped start.npz: that command, 1200 steps, seed 0, with the fit as of commit a62ee2b; docs/photo.md,
-"Seeds, and a learned start". The fit has changed since (nineteenth session): today it makes another start.)
 """
 
 from __future__ import annotations
@@ -29,14 +28,19 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=int, default=1, help="downscale each image by this factor (Lanczos)")
     p.add_argument("--target", type=float, default=0.7, help="rate of the rounded latents to steer to (bits / pixel)")
     p.add_argument("--settings", default="{}", help="other GridConfig fields as JSON")
+    p.add_argument("--generations", type=int, default=1, help="fits in a row, each from the last one's start")
     p.add_argument("-o", "--output", type=Path, required=True)
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(1)
     images = load(args.images, args.scale)
-    model = fit(images, replace(GridConfig(**grid_settings(args.settings)), start=False), args.target, progress=False)
-    start.save(start.of_fit(model), args.output)
-    print(json.dumps({"images": [str(p) for p in args.images], "scale": args.scale, "output": str(args.output)}))
+    cfg, tensors = GridConfig(**grid_settings(args.settings)), None
+    for generation in range(args.generations):
+        model = fit(images, replace(cfg, start=generation > 0), args.target, progress=False, begin=tensors)
+        tensors = start.of_fit(model)
+    start.save(tensors, args.output)
+    print(json.dumps({"images": [str(p) for p in args.images], "scale": args.scale, "generations": args.generations,
+                      "output": str(args.output)}))
     return 0
 
 

@@ -260,3 +260,26 @@ def test_grid_start_script_writes_a_start_a_fit_of_that_shape_takes(tmp_path):
     model = GridModel([(16, 24)], cfg)
     assert start.apply(model.synthesis, model.context, 0, start.load(out))
     assert np.array_equal(model.context.w1.detach().numpy(), start.load(out)[4])
+
+
+def test_grid_start_generations_each_fit_from_the_last_ones_start(tmp_path):
+    """--generations 2 saves the start of a fit that began at --generations 1's start (not at random)."""
+    from dataclasses import replace
+
+    from mixinr.grid import start
+    from mixinr.grid.fit import fit
+    from mixinr.settings import GridConfig
+
+    mod = _bench("grid_start")
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    settings = '{"levels": 3, "widths": [4], "steps": 8, "context": 4}'
+    for g in (1, 2):
+        assert mod.main([str(tmp_path / "a.png"), "--target", "2", "--settings", settings, "--generations", str(g),
+                         "-o", str(tmp_path / f"g{g}.npz")]) == 0
+    cfg = GridConfig(levels=3, widths=(4,), steps=8, context=4, start=True)
+    again = start.of_fit(fit([image], cfg, 2.0, progress=False, begin=start.load(tmp_path / "g1.npz")))
+    second, first = start.load(tmp_path / "g2.npz"), start.load(tmp_path / "g1.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(again, second))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, second))

@@ -32,7 +32,8 @@ ESTIMATE_AFTER = 3  # steps timed before the fit's estimated time is printed
 class GridModel(nn.Module):
     """Every image's latent grids and per-level Laplace scales, and the shared mixture synthesis."""
 
-    def __init__(self, sizes: list[tuple[int, int]], cfg: GridConfig):
+    def __init__(self, sizes: list[tuple[int, int]], cfg: GridConfig, begin: list[np.ndarray] | None = None):
+        """`begin`: the start's tensors when cfg.start (None: the shipped start; grid/start.py)."""
         super().__init__()
         self.sizes, self.cfg = [tuple(map(int, s)) for s in sizes], cfg
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -43,7 +44,7 @@ class GridModel(nn.Module):
         self.synthesis = MixtureSynthesis(cfg.levels, cfg.widths, min(cfg.sets, len(sizes)), len(sizes), gen)
         self.context = ContextModel(cfg.context, gen) if cfg.context else None
         if cfg.start:
-            start.apply(self.synthesis, self.context, cfg.seed)
+            start.apply(self.synthesis, self.context, cfg.seed, begin)
 
     def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor, float]:
         """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or quantised), the bits of
@@ -86,17 +87,18 @@ class GridModel(nn.Module):
 
 
 def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = None, deadline: float | None = None,
-        progress: bool | None = None, device: str = "cpu") -> GridModel:
+        progress: bool | None = None, device: str = "cpu", begin: list[np.ndarray] | None = None) -> GridModel:
     """Fit `images` (uint8 (H, W, 3) each). `target_bpp`: the latents' rate to aim for (bits / all pixels);
     None keeps lambda fixed. `deadline` (time.perf_counter()) ends the noisy phase early and moves on to
     the rounded phase. `progress`: a bar with an ETA (None: on a terminal). `device`: where the fit runs
-    ("auto": CUDA when present); the model comes back on the CPU, where packing and decoding run."""
+    ("auto": CUDA when present); the model comes back on the CPU, where packing and decoding run. `begin`:
+    another start than the shipped one (GridModel)."""
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     sizes = [im.shape[:2] for im in images]
     targets = [torch.from_numpy(np.asarray(im, np.float32) / 255.0).to(dev) for im in images]
     pixels = sum(h * w for h, w in sizes)
-    model = GridModel(sizes, cfg).to(dev)
+    model = GridModel(sizes, cfg, begin).to(dev)
     latent_params = [p for grids in model.latents for p in grids] + [model.log_scale]
     net_params = list(model.synthesis.parameters()) + (list(model.context.parameters()) if model.context else [])
     opt = torch.optim.Adam([{"params": latent_params, "lr": cfg.latent_lr, "base": cfg.latent_lr},
