@@ -29,7 +29,7 @@ def test_exact_upsampling_matches_torch_and_bands_match_the_frame():
     gen = torch.Generator().manual_seed(0)
     grids = [torch.randn(13, 17, generator=gen), torch.randn(7, 9, generator=gen), torch.randn(4, 5, generator=gen)]
     full = upsample(grids, 13, 17)
-    assert torch.allclose(full, upsample_frame(grids, 13, 17), atol=1e-5)
+    assert torch.allclose(full, upsample_frame(grids, 13, 17).permute(1, 2, 0), atol=1e-5)
     assert torch.equal(upsample(grids, 13, 17, slice(3, 8)), full[3:8])
     big = upsample(grids, 40, 50)  # any output size: the grids are interpolated there
     ref = F.interpolate(grids[2][None, None], size=(40, 50), mode="bilinear", align_corners=False)[0, 0]
@@ -39,6 +39,23 @@ def test_exact_upsampling_matches_torch_and_bands_match_the_frame():
 def _archive(data: bytes) -> GridArchive:
     assert bitstream.format_version(data) == gformat.VERSION
     return GridArchive.from_bytes(data, "test")
+
+
+def test_fit_renders_channels_first_what_the_decoders_layout_renders():
+    """The fit's rendering (upsample_frame, run_planes: channels first) is the decoder's (upsample, run:
+    a band of rows, channels last) to float rounding, channel for channel."""
+    from mixinr.grid.synthesis import run
+
+    model = GridModel([(10, 14)], TINY)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for g in model.latents[0]:
+            g.copy_(torch.randn(g.shape, generator=gen))
+        fit_rgb = model.render_float(0)
+        dec_rgb = run(model.synthesis.layers(0), upsample(list(model.latents[0]), 10, 14))
+    assert fit_rgb.shape == (3, 10, 14) and dec_rgb.shape == (10, 14, 3)
+    assert torch.allclose(fit_rgb.permute(1, 2, 0), dec_rgb, atol=1e-5)
+    assert float(fit_rgb.std()) > 0.01  # not a constant image
 
 
 def test_pack_round_trip_decodes_the_models_latents_and_any_size(one_thread):

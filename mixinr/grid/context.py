@@ -60,7 +60,7 @@ def _inputs(coarse: Tensor | None, cur: Tensor, mask: Tensor, s: Tensor, s_coars
     if coarse is None:
         up = cur.new_zeros(rows, cols)
     else:
-        up = (upsample if exact else upsample_frame)([coarse], rows, cols)[..., 0] / s_coarse  # equal to float rounding
+        up = (upsample([coarse], rows, cols)[..., 0] if exact else upsample_frame([coarse], rows, cols)[0]) / s_coarse
     a = torch.where(mask, cur, cur.new_zeros(())) / s
     return F.pad(up, (1, 1, 1, 1)), F.pad(a, (1, 1, 1, 1))
 

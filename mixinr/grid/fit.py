@@ -47,7 +47,7 @@ class GridModel(nn.Module):
             start.apply(self.synthesis, self.context, cfg.seed, begin)
 
     def forward(self, index: int, hard: bool) -> tuple[Tensor, Tensor, float]:
-        """Image `index`'s (H, W, 3) RGB in [0, 1] scale with its latents noisy (or quantised), the bits of
+        """Image `index`'s (3, H, W) RGB in [0, 1] scale with its latents noisy (or quantised), the bits of
         those latents, and the bits of the quantised latents (what the archive will spend; no gradient)."""
         h, w = self.sizes[index]
         latents, scales = list(self.latents[index]), self.scales(index)
@@ -81,7 +81,7 @@ class GridModel(nn.Module):
         return sum(laplace_bits(y, s) for y, s in zip(grids, scales))
 
     def render_float(self, index: int) -> Tensor:
-        """Image `index` from its unquantised latents (the fit's float result), RGB in [0, 1] scale."""
+        """Image `index` from its unquantised latents (the fit's float result), (3, H, W) RGB in [0, 1] scale."""
         h, w = self.sizes[index]
         return self.synthesis(upsample_frame(list(self.latents[index]), h, w), index)
 
@@ -96,7 +96,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     sizes = [im.shape[:2] for im in images]
-    targets = [torch.from_numpy(np.asarray(im, np.float32) / 255.0).to(dev) for im in images]
+    targets = [torch.from_numpy(np.asarray(im, np.float32) / 255.0).permute(2, 0, 1).contiguous().to(dev) for im in images]
     pixels = sum(h * w for h, w in sizes)
     model = GridModel(sizes, cfg, begin).to(dev)
     latent_params = [p for grids in model.latents for p in grids] + [model.log_scale]

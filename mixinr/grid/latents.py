@@ -56,9 +56,10 @@ def upsample(grids: list[Tensor], height: int, width: int, rows: slice = slice(N
 
 
 def upsample_frame(grids: list[Tensor], height: int, width: int) -> Tensor:
-    """upsample() of the whole frame through torch's bilinear interpolation: the same values to float
-    rounding (tests/test_grid.py), several times faster to differentiate; the fit uses it."""
+    """(levels, height, width): upsample() of the whole frame through torch's bilinear interpolation,
+    channels first: the same values to float rounding (tests/test_grid.py), several times faster to
+    differentiate; the fit uses it."""
     feats = [g if g.shape == (height, width) else
              F.interpolate(g[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
              for g in grids]
-    return torch.stack(feats, dim=-1)
+    return torch.stack(feats)
