@@ -90,6 +90,24 @@ def test_encode_stays_within_budget_and_reports_the_decoded_psnr(one_thread):
         encode(images, ["a.png", "b.png"], dataclasses.replace(cfg, bpp=0.05))
 
 
+def test_overhead_counts_header_and_weights_not_the_latents_a_start_makes_expensive():
+    """A budget's fixed part is the archive less its latents: with a context MLP whose means sit far from
+    zero, a fresh model's zero latents cost kilobytes, and the overhead stays that of the weights (the
+    twentieth session's learned start made every full-size budget look 2.7x too small)."""
+    from mixinr.grid.archive import overhead
+
+    cfg = dataclasses.replace(TINY, context=8)
+    near, far = GridModel([(32, 48)], cfg), GridModel([(32, 48)], cfg)
+    with torch.no_grad():  # means far from the zero latents, anchors' apart from the others' (a residual
+        far.context.b2.copy_(torch.tensor([40.0, 1.0]))  # at the alphabet's lower edge alone codes in 0 bytes)
+        far.context.w2[0].fill_(1.0)
+        far.context.w1[:, 13].fill_(3.0)  # the non-anchor flag's weight
+    assert len(pack(far, ["a"])) > len(pack(near, ["a"])) + 2000
+    assert abs(overhead(far, ["a"]) - overhead(near, ["a"])) <= 64  # the changed weights code differently
+    parsed = gformat.read(pack(far, ["a"]))
+    assert overhead(far, ["a"]) == len(gformat.write(parsed.header, parsed.weights, b""))
+
+
 def test_header_claiming_more_latents_than_the_stream_can_hold_is_refused():
     """A valid-checksum archive whose sizes claim far more latent values than its bytes could code (a
     65535 x 65535 image in a few hundred bytes) is refused before any decoding."""

@@ -51,6 +51,14 @@ def pack(model, names: list[str], latent_step: float = 1.0, dead_zone: float = 0
         raise MixinrError(f"cannot store this archive: {e}") from None
 
 
+def overhead(model, names: list[str]) -> int:
+    """Bytes of `model`'s archive besides its latents (header, weights, checksum): what a budget spends
+    before the first latent. Not a fresh model's whole archive: under a learned start's context MLP its
+    zero latents can cost more than the budget (twentieth session)."""
+    data = pack(model, names)
+    return len(data) - len(gformat.read(data).latents)
+
+
 def _context_params(tensors: list[np.ndarray]) -> list[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in tensors[-gformat.CONTEXT_TENSORS:]]
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mixinr.grid import format as gformat
-from mixinr.grid.archive import GridArchive, pack
+from mixinr.grid.archive import GridArchive, overhead, pack
 from mixinr.grid.fit import GridModel, fit
 from mixinr.metrics import psnr
 from mixinr.representation import time_limit_deadline
@@ -94,7 +94,7 @@ class GridPlan:
         self.grid = dataclasses.replace(cfg.grid, sets=min(cfg.grid.sets, len(images)), seed=cfg.seed)
         self.sizes = [im.shape[:2] for im in images]
         self.pixels = sum(h * w for h, w in self.sizes)
-        self._fixed = len(pack(GridModel(self.sizes, self.grid), names))  # header and fresh weights
+        self._fixed = overhead(GridModel(self.sizes, self.grid), names)  # header and the start's weights
         self.deadline = time_limit_deadline(cfg)
 
     def fit(self, capacity: int = 1) -> GridCandidate:
