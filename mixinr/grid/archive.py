@@ -23,6 +23,26 @@ BAND_VALUES = 1 << 19  # decoder: output rows per band x width x features stays 
 def pack(model, names: list[str], latent_step: float = 1.0, dead_zone: float = 0.0) -> bytes:
     """Archive bytes of a fitted GridModel with its latents quantised at `latent_step` (symbol units),
     rounded toward zero by `dead_zone` more (context.round_dead)."""
+    return _write(*_parts(model, names, latent_step, dead_zone))
+
+
+def overhead(model, names: list[str]) -> int:
+    """Bytes of `model`'s archive besides its latents (header, weights, checksum): what a budget spends
+    before the first latent. Not a fresh model's whole archive: under a learned start's context MLP its
+    zero latents can cost more than the budget (twentieth session)."""
+    header, weights, _ = _parts(model, names, 1.0, 0.0)
+    return len(_write(header, weights, b""))
+
+
+def _write(header, weights: bytes, latents: bytes) -> bytes:
+    try:
+        return gformat.write(header, weights, latents)
+    except ValueError as e:
+        raise MixinrError(f"cannot store this archive: {e}") from None
+
+
+def _parts(model, names: list[str], latent_step: float, dead_zone: float) -> tuple:
+    """pack's (header, weights' bytes, latents' bytes)."""
     step = float(np.float16(latent_step))
     ctx = model.context
     coded = model.synthesis.coded_params() + (ctx.coded_params() if ctx else [])
@@ -45,18 +65,7 @@ def pack(model, names: list[str], latent_step: float = 1.0, dead_zone: float = 0
     else:
         latents = prior.encode([q for row in symbols for q in row], [s for r in scales for s in r],
                                [b for r in bounds for b in r])
-    try:
-        return gformat.write(header, weights, latents)
-    except ValueError as e:
-        raise MixinrError(f"cannot store this archive: {e}") from None
-
-
-def overhead(model, names: list[str]) -> int:
-    """Bytes of `model`'s archive besides its latents (header, weights, checksum): what a budget spends
-    before the first latent. Not a fresh model's whole archive: under a learned start's context MLP its
-    zero latents can cost more than the budget (twentieth session)."""
-    data = pack(model, names)
-    return len(data) - len(gformat.read(data).latents)
+    return header, weights, latents
 
 
 def _context_params(tensors: list[np.ndarray]) -> list[torch.Tensor]:
