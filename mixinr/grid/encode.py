@@ -45,8 +45,8 @@ class GridCandidate:
                      "sets": model.synthesis.weights[0].shape[0]}
         self.n_values = sum(g.numel() for grids in model.latents for g in grids)
         with torch.no_grad():  # the unquantised latents' error: what "predicted" losses are measured against
-            sse = sum(float((model.render_float(i).permute(1, 2, 0) - torch.from_numpy(im / 255.0).float()).square().sum())
-                      for i, im in enumerate(images))
+            sse = sum(float((model.render_float(i).permute(1, 2, 0) - torch.from_numpy(im / 255.0).float())
+                            .square().sum()) for i, im in enumerate(images))
         self.float_mse = sse / sum(im.size for im in images) * 4  # [-1, 1] scale, as the SIREN's
         self._packed: dict = {}
         self._psnrs: dict = {}

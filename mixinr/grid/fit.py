@@ -96,7 +96,8 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     sizes = [im.shape[:2] for im in images]
-    targets = [torch.from_numpy(np.asarray(im, np.float32) / 255.0).permute(2, 0, 1).contiguous().to(dev) for im in images]
+    targets = [torch.from_numpy(np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0).contiguous().to(dev)
+               for im in images]  # (3, H, W): the fit renders channels first
     pixels = sum(h * w for h, w in sizes)
     model = GridModel(sizes, cfg, begin).to(dev)
     latent_params = [p for grids in model.latents for p in grids] + [model.log_scale]
