@@ -2,12 +2,13 @@
 
 At 1200 steps a fit's end depends mostly on where its synthesis and context MLP start: five random
 starts gave a spread of 1.0-1.3 dB on one image, three noise paths from one start 0.1-0.3 dB. The
-weights of one finished fit (kodim03 at 384x256, made by `benchmarks/grid_start.py`, in start.npz) are a
-start that carries to other photos: +1.0 dB on kodim15 and +1.3 dB on kodim03 (each started from the
-other's fit) over the mean of random starts (docs/photo.md, "Seeds, and a learned start"). Every weight
-set of the mixture starts there, apart by a seeded 1% jitter so the sets of a group can part. On by
-default (`GridConfig.start`) since rate control ends every fit under its budget (docs/photo.md,
-"Ending under the budget")."""
+weights of a finished fit are a start that carries to other photos: +1.0 dB on kodim15 and +1.3 dB on
+kodim03 (each started from the other's fit) over the mean of random starts (docs/photo.md, "Seeds, and
+a learned start"). start.npz is the best of six such starts on the tuning images (kodim03 at 384x256
+fitted three times in a row, `benchmarks/grid_start.py --generations 3`: docs/photo.md, "Generations
+of the start"). Every weight set of the mixture starts there, apart by a seeded 1% jitter so the sets
+of a group can part. On by default (`GridConfig.start`) since rate control ends every fit under its
+budget (docs/photo.md, "Ending under the budget")."""
 
 from __future__ import annotations
 
