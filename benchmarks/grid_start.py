@@ -32,18 +32,20 @@ def main(argv=None) -> int:
     p.add_argument("--target", type=float, default=0.7, help="rate of the rounded latents to steer to (bits / pixel)")
     p.add_argument("--settings", default="{}", help="other GridConfig fields as JSON")
     p.add_argument("--generations", type=int, default=1, help="fits in a row, each from the last one's start")
+    p.add_argument("--begin", type=Path, help="the first generation's start (a start file; default: random weights)")
     p.add_argument("-o", "--output", type=Path, required=True)
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(1)
     images = load(args.images, args.scale)
-    cfg, tensors = GridConfig(**grid_settings(args.settings)), None
-    for generation in range(args.generations):
-        model = fit(images, replace(cfg, start=generation > 0), args.target, progress=False, begin=tensors)
+    cfg = GridConfig(**grid_settings(args.settings))
+    tensors = start.load(args.begin) if args.begin else None
+    for _ in range(args.generations):
+        model = fit(images, replace(cfg, start=tensors is not None), args.target, progress=False, begin=tensors)
         tensors = start.of_fit(model)
     start.save(tensors, args.output)
     print(json.dumps({"images": [str(p) for p in args.images], "scale": args.scale, "generations": args.generations,
-                      "output": str(args.output)}))
+                      "begin": str(args.begin) if args.begin else None, "output": str(args.output)}))
     return 0
 
 

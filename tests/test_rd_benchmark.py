@@ -263,7 +263,8 @@ def test_grid_start_script_writes_a_start_a_fit_of_that_shape_takes(tmp_path):
 
 
 def test_grid_start_generations_each_fit_from_the_last_ones_start(tmp_path):
-    """--generations 2 saves the start of a fit that began at --generations 1's start (not at random)."""
+    """--generations 2 saves the start of a fit that began at --generations 1's start (not at random), and
+    --begin continues a chain from a start file: generation 1 then --begin it gives generation 2."""
     from dataclasses import replace
 
     from mixinr.grid import start
@@ -283,3 +284,6 @@ def test_grid_start_generations_each_fit_from_the_last_ones_start(tmp_path):
     second, first = start.load(tmp_path / "g2.npz"), start.load(tmp_path / "g1.npz")
     assert all(np.array_equal(a, b) for a, b in zip(again, second))
     assert not all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert mod.main([str(tmp_path / "a.png"), "--target", "2", "--settings", settings, "--begin",
+                     str(tmp_path / "g1.npz"), "-o", str(tmp_path / "b.npz")]) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(start.load(tmp_path / "b.npz"), second))
