@@ -87,6 +87,7 @@ class GridConfig:
     lam_max: float = 3e-2  # lambda's ceiling: a group's early rate drove it 200x up and its latents collapsed (docs/photo.md)
     context: int = 16  # hidden width of the latents' context MLP (grid/context.py); 0: the factorized Laplace
     residual: bool = True  # with the context: latents = context means + whole steps; +0.68 dB mean on 4 full-size Kodak images at 0.5 bpp (docs/photo.md)
+    objective: str = "mse"  # "mse" or "psnr" (the images' mean PSNR, as the SIREN's: train.OBJECTIVES); the codec passes its own
     start: bool = True  # begin from the learned start (grid/start.py): +0.90 / +0.92 dB, full-size kodim03 / kodim15, 0.5 bpp (docs/photo.md)
     seed: int = 0
 

@@ -91,7 +91,8 @@ class GridPlan:
 
     def __init__(self, images, names, cfg):
         self.images, self.names, self.cfg = images, names, cfg
-        self.grid = dataclasses.replace(cfg.grid, sets=min(cfg.grid.sets, len(images)), seed=cfg.seed)
+        self.grid = dataclasses.replace(cfg.grid, sets=min(cfg.grid.sets, len(images)), seed=cfg.seed,
+                                        objective=cfg.objective)
         self.sizes = [im.shape[:2] for im in images]
         self.pixels = sum(h * w for h, w in self.sizes)
         self._fixed = overhead(GridModel(self.sizes, self.grid), names)  # header and the start's weights

@@ -25,6 +25,7 @@ from mixinr.grid.prior import laplace_bits
 from mixinr.grid.synthesis import MixtureSynthesis
 from mixinr.progress import Bar, note, plural
 from mixinr.settings import GridConfig
+from mixinr.train import psnr_weights
 
 ESTIMATE_AFTER = 3  # steps timed before the fit's estimated time is printed
 
@@ -109,6 +110,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     images_label = plural(len(images), "image")
     began = time.perf_counter()
     kept = None  # the last rounded state on target: the rounded phase's rate drifts up (docs/photo.md)
+    weights = [1.0] * len(images)  # each image's squared error's weight: "psnr" moves it by the last step's MSEs
     with Bar(f"fitting grid, {images_label} [{dev.type}]", cfg.steps, progress) as bar:
         step = 0
         while step < cfg.steps:
@@ -117,7 +119,10 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
             if step == hard_from and model.context is not None and cfg.residual:
                 model.context.freeze_as_coded(WEIGHT_BITS)
             before = _state(model) if target_bpp and step >= hard_from else None
-            log_lam, psnr, bpp = _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg)
+            log_lam, mses, bpp = _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg, weights)
+            if cfg.objective == "psnr" and len(images) > 1:  # one image: the objectives agree
+                weights = psnr_weights(torch.tensor(mses))[1].tolist()
+            psnr = float(np.mean([10 * math.log10(1 / max(m, 1e-12)) for m in mses]))
             if before is not None and bpp <= target_bpp:  # bpp: the rate of the state before the step
                 kept = before
             step += 1
@@ -142,22 +147,24 @@ def rounded_bpp(model: GridModel, pixels: int) -> float:
                    for i in range(len(model.sizes))) / pixels
 
 
-def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg) -> tuple[float, float, float]:
-    """One Adam step over the group: (log lambda after its update, PSNR estimate, rounded latents' bpp)."""
+def _step(model, opt, targets, pixels, step, hard_from, log_lam, target_bpp, cfg, weights) -> tuple[float, list, float]:
+    """One Adam step over the group, image i's squared error weighted by weights[i]: (log lambda after its
+    update, each image's MSE, the rounded latents' bpp)."""
     for g in opt.param_groups:
         g["lr"] = g["base"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
     hard = step >= hard_from
-    sse, bits = 0.0, 0.0
+    mses, bits = [], 0.0
     opt.zero_grad(set_to_none=True)
     for i, target in enumerate(targets):
         rgb, b, coded = model(i, hard)
         err = (rgb - target).square().sum()
-        loss = (err / 3 + math.exp(log_lam) * b) / pixels
+        loss = (weights[i] * err / 3 + math.exp(log_lam) * b) / pixels
         loss.backward()
-        sse, bits = sse + float(err.detach()), bits + coded
+        mses.append(float(err.detach()) / target.numel())
+        bits += coded
     opt.step()
     bpp = bits / pixels
     if target_bpp:
         gain = cfg.hard_lam_rate if hard else cfg.lam_rate
         log_lam = min(log_lam + gain * (bpp / target_bpp - 1), math.log(cfg.lam_max))
-    return log_lam, 10 * math.log10(1 / max(sse / pixels / 3, 1e-12)), bpp
+    return log_lam, mses, bpp
