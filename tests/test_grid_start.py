@@ -1,10 +1,9 @@
-"""The grid's learned starts (mixinr/grid/start.py): the shipped files fit the default shape and the
-(32, 32) synthesis, a fit begins at the one of its shape by default (every set within the jitter, the sets apart), other shapes keep their random start
+"""The grid's learned start (mixinr/grid/start.py): the shipped file fits the default shape, a fit begins
+there by default (every set within the jitter, the sets apart), other shapes keep their random start
 (benchmarks/grid_start.py, which makes the file: tests/test_rd_benchmark.py)."""
 
 from dataclasses import replace
 
-import pytest
 import torch
 
 from mixinr.grid import start
@@ -12,10 +11,9 @@ from mixinr.grid.fit import GridModel
 from mixinr.settings import GridConfig
 
 
-@pytest.mark.parametrize("widths,path", [((16, 16), start.PATH), ((32, 32), start.WIDE)])
-def test_shipped_start_fits_its_shape_and_every_set_begins_there(widths, path):
-    model = GridModel([(16, 24), (20, 20)], GridConfig(widths=widths, start=True))
-    tensors = start.load(path)
+def test_shipped_start_fits_the_default_shape_and_every_set_begins_there():
+    model = GridModel([(16, 24), (20, 20)], GridConfig(start=True))
+    tensors = start.load()
     assert [t.shape for t in tensors] == start.shapes(model.synthesis, model.context)
     syn = model.synthesis
     for j, (w, b) in enumerate(zip(syn.weights, syn.biases)):

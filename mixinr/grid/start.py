@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 PATH = Path(__file__).with_name("start.npz")
-WIDE = Path(__file__).with_name("start-w32.npz")  # the start of (32, 32) synthesis layers (docs/photo.md)
 JITTER = 0.01  # of a layer's mean |weight|: breaks the sets' symmetry, small against what a fit moves
 
 
@@ -38,14 +37,10 @@ def save(tensors: list[np.ndarray], path: Path) -> None:
 
 
 def apply(synthesis, context, seed: int, tensors: list[np.ndarray] | None = None) -> bool:
-    """Set `synthesis` (every set, jittered) and `context` to the learned start (`tensors`, else the shipped
-    start of their shapes); False (nothing changed) when none has their shapes, e.g. for other levels."""
-    if context is None:
-        return False
-    want = shapes(synthesis, context)
-    tensors = next((t for t in ([tensors] if tensors is not None else map(load, (PATH, WIDE)))
-                    if [x.shape for x in t] == want), None)
-    if tensors is None:
+    """Set `synthesis` (every set, jittered) and `context` to the learned start when their shapes are the
+    start's; False (nothing changed) otherwise, e.g. for other widths or levels."""
+    tensors = load() if tensors is None else tensors
+    if context is None or [t.shape for t in tensors] != shapes(synthesis, context):
         return False
     gen = torch.Generator().manual_seed(seed + 1000)  # a stream apart from the random init's (as measured)
     layers = [torch.from_numpy(t) for t in tensors]
