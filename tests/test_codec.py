@@ -365,3 +365,16 @@ def test_both_objectives_encode_within_budget_and_psnr_weights_rate_control(grou
     assert np.allclose(siren.sensitivity(model, sizes, image_weights=[2.0, 2.0, 2.0]), 2 * plain, rtol=1e-5)
     with pytest.raises(MixinrError, match="objective"):
         encode(images, names, EncodeConfig(bpp=4.0, objective="ssim", **FAST))
+
+
+def test_effort_scales_siren_epochs_and_grid_steps_and_5_is_the_defaults():
+    """--effort: one number scales the whole schedule (SIREN epochs, its fine-tuning, grid steps) by
+    EFFORT_SCALE; effort 5 leaves every default as it is; nothing else of the grid changes."""
+    from mixinr.settings import EFFORT_SCALE, EncodeConfig, GridConfig
+    base, photo = EncodeConfig(), 512 * 768
+    assert base.resolved(photo).grid == base.grid and base.resolved(photo).schedule == base.schedule
+    for effort, k in EFFORT_SCALE.items():
+        r = EncodeConfig(effort=effort).resolved(photo)
+        assert r.schedule.epochs == max(1, round(base.schedule.epochs * k))
+        assert r.grid == dataclasses.replace(GridConfig(), steps=max(1, round(GridConfig.steps * k)))
+    assert EncodeConfig(effort=9).resolved(photo).grid.steps > EncodeConfig(effort=1).resolved(photo).grid.steps
