@@ -376,5 +376,6 @@ def test_effort_scales_siren_epochs_and_grid_steps_and_5_is_the_defaults():
     for effort, k in EFFORT_SCALE.items():
         r = EncodeConfig(effort=effort).resolved(photo)
         assert r.schedule.epochs == max(1, round(base.schedule.epochs * k))
+        assert r.qat.epochs == (max(1, round(base.qat.epochs * k)) if base.qat.epochs else 0)
         assert r.grid == dataclasses.replace(GridConfig(), steps=max(1, round(GridConfig.steps * k)))
     assert EncodeConfig(effort=9).resolved(photo).grid.steps > EncodeConfig(effort=1).resolved(photo).grid.steps
