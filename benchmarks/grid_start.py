@@ -6,7 +6,8 @@ latents, the networks carried on: docs/photo.md, "Generations of the start").
     python benchmarks/grid_start.py ../shared/data/kodak/kodim03.png --scale 2 --target 0.7 -o mixinr/grid/start.npz
 
 (the shipped start.npz: that command with --generations 3, the best of six starts; it reproduced the file
-bit for bit at b908621. A change to the fit makes another start: judge it as docs/photo.md did.)
+bit for bit at b908621, whose fit had one latent lr for every level: --settings '{"level_lr": 1.0}' today.
+A change to the fit makes another start: judge it as docs/photo.md did.)
 """
 
 from __future__ import annotations

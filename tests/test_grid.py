@@ -352,14 +352,14 @@ def test_lambda_never_passes_its_ceiling(one_thread):
 def test_fit_ends_on_its_rate_target_when_the_rounded_phase_drifts_over_it(one_thread):
     """Regression: the rounded phase's rate drifts up (straight-through rounding) and a full-size fit
     ended 5% over its budget, whose archive then broke (kodim12, 18.7 dB; docs/photo.md). With lambda
-    held in the rounded phase the drift is unchecked here (3.31 bpp against a 3.0 target, measured); the
+    held in the rounded phase the drift is unchecked here (3.56 bpp against a 3.2 target, measured); the
     fit returns its last rounded state on target instead."""
     from mixinr.grid.fit import rounded_bpp
 
     images = [smooth_image(24, 32, s) for s in range(2)]
     cfg = dataclasses.replace(TINY, context=8, steps=80, hard_share=0.5, hard_lam_rate=0.0)
-    model = fit(images, cfg, target_bpp=3.0)
-    assert rounded_bpp(model, 2 * 24 * 32) <= 3.0
+    model = fit(images, cfg, target_bpp=3.2)
+    assert rounded_bpp(model, 2 * 24 * 32) <= 3.2
 
 
 def test_archive_over_its_budget_keeps_the_trained_step_and_rounds_toward_zero(one_thread):
@@ -420,3 +420,16 @@ def test_grid_fit_honours_the_psnr_objective(one_thread):
     assert all(torch.equal(a, b) for a, b in zip(alone[0].state_dict().values(), alone[1].state_dict().values()))
     plan = GridPlan([easy, hard], ["a", "b"], EncodeConfig(bpp=2.0, objective="psnr", grid=cfg))
     assert plan.grid.objective == "psnr"
+
+
+def test_each_coarser_latent_level_moves_level_lr_times_faster(one_thread):
+    """The latents of level l learn at latent_lr * level_lr**l (coarse levels faster: docs/photo.md, "A
+    latent lr per level"). Adam's first step moves every parameter with a gradient by its lr exactly, and
+    the latents start at zero, so after one step each level's largest |latent| is its lr."""
+    images = [smooth_image(24, 32, s) for s in range(2)]
+    for level_lr in (1.0, 1.5):
+        cfg = dataclasses.replace(TINY, steps=1, level_lr=level_lr)
+        model = fit(images, cfg, target_bpp=1.0)
+        for grids in model.latents:
+            for l, g in enumerate(grids):
+                assert float(g.abs().max()) == pytest.approx(cfg.latent_lr * level_lr**l, rel=1e-3)

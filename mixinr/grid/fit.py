@@ -101,10 +101,11 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
                for im in images]  # (3, H, W): the fit renders channels first
     pixels = sum(h * w for h, w in sizes)
     model = GridModel(sizes, cfg, begin).to(dev)
-    latent_params = [p for grids in model.latents for p in grids] + [model.log_scale]
     net_params = list(model.synthesis.parameters()) + (list(model.context.parameters()) if model.context else [])
-    opt = torch.optim.Adam([{"params": latent_params, "lr": cfg.latent_lr, "base": cfg.latent_lr},
-                            {"params": net_params, "lr": cfg.lr, "base": cfg.lr}])
+    groups = [{"params": [model.log_scale], "base": cfg.latent_lr}, {"params": net_params, "base": cfg.lr}]
+    groups += [{"params": [grids[l] for grids in model.latents], "base": cfg.latent_lr * cfg.level_lr**l}
+               for l in range(cfg.levels)]  # coarse levels move faster (docs/photo.md, "A latent lr per level")
+    opt = torch.optim.Adam([{**g, "lr": g["base"]} for g in groups])
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
     images_label = plural(len(images), "image")
