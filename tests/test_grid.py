@@ -427,11 +427,28 @@ def test_the_fit_takes_adams_betas_from_its_config(one_thread):
     the sign of its gradient, so after two steps the largest |latent| of level l is exactly the two steps'
     lrs summed (the cosine schedule's second factor 0.505); Adam's default betas miss it by up to 3e-3."""
     images = [smooth_image(24, 32, s) for s in range(2)]
-    cfg = dataclasses.replace(TINY, steps=2, betas=(0.0, 0.0))
+    cfg = dataclasses.replace(TINY, steps=2, betas=(0.0, 0.0), eps=1e-9)  # eps far under the gradients
     model = fit(images, cfg, target_bpp=1.0)
     second = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi / 2))
     for l, g in enumerate(model.latents[0]):
         assert float(g.detach().abs().max()) == pytest.approx(cfg.latent_lr * cfg.level_lr**l * (1 + second), rel=3e-4)
+
+
+def test_adams_eps_is_the_configs_over_the_pixel_count(one_thread):
+    """GridConfig.eps reaches Adam divided by the group's pixels (docs/photo.md, "Adam's eps"). With betas
+    (0, 0) the first step moves a latent by lr |g| / (|g| + e), e the eps Adam gets; the same gradient comes
+    twice (same seed, same start), so one run at eps e1 gives |g|, and that predicts the step at eps e2."""
+    images = [smooth_image(24, 32, s) for s in range(2)]
+    pixels = 2 * 24 * 32
+    runs = [fit(images, dataclasses.replace(TINY, steps=1, betas=(0.0, 0.0), eps=eps), target_bpp=1.0)
+            for eps in (0.1, 1.0)]
+    for l, (g1, g2) in enumerate(zip(runs[0].latents[0], runs[1].latents[0])):
+        lr = TINY.latent_lr * TINY.level_lr**l
+        k = int(g1.detach().abs().argmax())
+        x1, x2 = float(g1.detach().flatten()[k].abs()), float(g2.detach().flatten()[k].abs())
+        assert 0.01 * lr < x1 < 0.99 * lr  # eps matters at this size: the check below can tell
+        grad = 0.1 / pixels * x1 / (lr - x1)
+        assert x2 == pytest.approx(lr * grad / (grad + 1.0 / pixels), rel=1e-3)
 
 
 def test_each_coarser_latent_level_moves_level_lr_times_faster(one_thread):
@@ -440,7 +457,7 @@ def test_each_coarser_latent_level_moves_level_lr_times_faster(one_thread):
     the latents start at zero, so after one step each level's largest |latent| is its lr."""
     images = [smooth_image(24, 32, s) for s in range(2)]
     for level_lr in (1.0, 1.5):
-        cfg = dataclasses.replace(TINY, steps=1, level_lr=level_lr)
+        cfg = dataclasses.replace(TINY, steps=1, level_lr=level_lr, eps=1e-9)  # eps far under the gradients
         model = fit(images, cfg, target_bpp=1.0)
         for grids in model.latents:
             for l, g in enumerate(grids):

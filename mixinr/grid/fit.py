@@ -105,7 +105,7 @@ def fit(images: list[np.ndarray], cfg: GridConfig, target_bpp: float | None = No
     groups = [{"params": [model.log_scale], "base": cfg.latent_lr}, {"params": net_params, "base": cfg.lr}]
     groups += [{"params": [grids[l] for grids in model.latents], "base": cfg.latent_lr * cfg.level_lr**l}
                for l in range(cfg.levels)]  # coarse levels move faster (docs/photo.md, "A latent lr per level")
-    opt = torch.optim.Adam([{**g, "lr": g["base"]} for g in groups], betas=tuple(cfg.betas))
+    opt = torch.optim.Adam([{**g, "lr": g["base"]} for g in groups], betas=tuple(cfg.betas), eps=cfg.eps / pixels)
     hard_from = int(cfg.steps * (1 - cfg.hard_share))
     log_lam = math.log(cfg.lam)
     images_label = plural(len(images), "image")
