@@ -435,9 +435,10 @@ def test_the_fit_takes_adams_betas_from_its_config(one_thread):
 
 
 def test_adams_eps_is_the_configs_over_the_pixel_count(one_thread):
-    """GridConfig.eps reaches Adam divided by the group's pixels (docs/photo.md, "Adam's eps"). With betas
-    (0, 0) the first step moves a latent by lr |g| / (|g| + e), e the eps Adam gets; the same gradient comes
-    twice (same seed, same start), so one run at eps e1 gives |g|, and that predicts the step at eps e2."""
+    """GridConfig.eps reaches Adam divided by the group's pixels (docs/photo.md, "Adam's eps per pixel").
+    With betas (0, 0) the first step moves a latent by lr |g| / (|g| + e), e the eps Adam gets; the same
+    gradient comes twice (same seed, same start), so one run at eps e1 gives |g|, and that predicts the
+    step at eps e2."""
     images = [smooth_image(24, 32, s) for s in range(2)]
     pixels = 2 * 24 * 32
     runs = [fit(images, dataclasses.replace(TINY, steps=1, betas=(0.0, 0.0), eps=eps), target_bpp=1.0)
