@@ -441,15 +441,16 @@ def test_adams_eps_is_the_configs_over_the_pixel_count(one_thread):
     step at eps e2."""
     images = [smooth_image(24, 32, s) for s in range(2)]
     pixels = 2 * 24 * 32
+    e1, e2 = 0.1, 1.0  # the configs' eps; Adam should get them over `pixels`
     runs = [fit(images, dataclasses.replace(TINY, steps=1, betas=(0.0, 0.0), eps=eps), target_bpp=1.0)
-            for eps in (0.1, 1.0)]
+            for eps in (e1, e2)]
     for l, (g1, g2) in enumerate(zip(runs[0].latents[0], runs[1].latents[0])):
         lr = TINY.latent_lr * TINY.level_lr**l
         k = int(g1.detach().abs().argmax())
         x1, x2 = float(g1.detach().flatten()[k].abs()), float(g2.detach().flatten()[k].abs())
         assert 0.01 * lr < x1 < 0.99 * lr  # eps matters at this size: the check below can tell
-        grad = 0.1 / pixels * x1 / (lr - x1)
-        assert x2 == pytest.approx(lr * grad / (grad + 1.0 / pixels), rel=1e-3)
+        grad = e1 / pixels * x1 / (lr - x1)
+        assert x2 == pytest.approx(lr * grad / (grad + e2 / pixels), rel=1e-3)
 
 
 def test_each_coarser_latent_level_moves_level_lr_times_faster(one_thread):
